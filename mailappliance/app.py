@@ -1,0 +1,315 @@
+"""Wires the appliance onto one gevent hub: database, stores, services, listeners, HTTP apps.
+
+``python -m mailappliance`` patches with gevent first (``__main__``), then calls
+:func:`main`. Start-up failures end the process with one line saying why.
+Shutdown (SIGTERM/SIGINT): stop accepting, let transactions finish (bounded by
+``SHUTDOWN_TIMEOUT``), drain the writer, close the database, stop the embedded server.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import gevent
+from bson import ObjectId
+from gevent.event import Event
+from gevent.pywsgi import WSGIServer
+
+from mailappliance.protocol.lmtp import LmtpSession
+from mailappliance.protocol.replies import S
+from mailappliance.protocol.smtp import Peer, Role, SessionConfig, SmtpSession
+from mailappliance.servers.base import LineServer, stop_servers
+from mailappliance.servers.smtp import SmtpConnection
+from mailappliance.services.auth import Authenticator
+from mailappliance.services.domains import LocalDomains
+from mailappliance.services.inbound import InboundService
+from mailappliance.services.mailbox_admin import MailboxAdmin
+from mailappliance.settings import Settings, SettingsError
+from mailappliance.storage.blobs import BlobStore
+from mailappliance.storage.embedded import EmbeddedDatabase, EmbeddedDatabaseError
+from mailappliance.storage.folders import FolderStore
+from mailappliance.storage.incoming import IncomingStore
+from mailappliance.storage.mailboxes import MailboxStore
+from mailappliance.storage.mongo import Collections, DatabaseUnavailable, open_database, ping, redact
+from mailappliance.storage.writer import DeliveryWriter
+from mailappliance.tls import TlsError, server_context
+from mailappliance.web import create_api_app, create_mailbox_app
+
+log = logging.getLogger("mailappliance")
+
+WEAK_API_KEYS = {"", "changeme"}
+
+
+class StartupError(RuntimeError):
+    """Why the appliance could not start, in one line."""
+
+
+def setup_logging(settings: Settings) -> None:
+    level = getattr(logging, settings.log_level.upper(), logging.INFO)
+    handlers: list[logging.Handler] = []
+    if settings.enable_console_log:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    if settings.log_file:
+        handlers.append(logging.FileHandler(settings.log_file))
+    if not handlers:
+        handlers.append(logging.NullHandler())
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    logging.getLogger("pymongo").setLevel(max(level, logging.WARNING))
+
+
+def resolve_api_key(settings: Settings) -> tuple[str, Optional[Path]]:
+    """The configured key, or a random one kept in ``DATA_DIR/api-key`` (never a guessable one)."""
+    if settings.mailbox_api_key not in WEAK_API_KEYS:
+        return settings.mailbox_api_key, None
+    path = settings.data_dir / "api-key"
+    if path.exists():
+        key = path.read_text().strip()
+        if len(key) >= 16:
+            return key, path
+    key = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    return key, path
+
+
+@dataclass
+class Stores:
+    collections: Collections
+    blobs: BlobStore
+    folders: FolderStore
+    mailboxes: MailboxStore
+    incoming: IncomingStore
+
+    @classmethod
+    def over(cls, collections: Collections) -> "Stores":
+        blobs = BlobStore(collections)
+        folders = FolderStore(collections)
+        return cls(collections, blobs, folders, MailboxStore(collections, folders, blobs), IncomingStore(collections))
+
+
+class Appliance:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedded: Optional[EmbeddedDatabase] = None
+        self.client = None
+        self.db = None
+        self.servers: list[LineServer] = []
+        self.http: list[tuple[str, WSGIServer]] = []
+        self.writer: Optional[DeliveryWriter] = None
+        self.api_key = ""
+        self.api_key_path: Optional[Path] = None
+        self.stopped = Event()
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> None:
+        s = self.settings
+        try:
+            s.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"cannot create DATA_DIR {s.data_dir}: {exc.strerror}") from None
+        self.api_key, self.api_key_path = resolve_api_key(s)
+        self._open_database()
+        assert self.db is not None
+        stores = self.stores = Stores.over(Collections(self.db))
+        self.domains = LocalDomains(s.allowed_domains, stores.mailboxes.domains)
+        self.authenticator = Authenticator(stores.mailboxes.get)
+        self.writer = DeliveryWriter(stores.collections, stores.folders, stores.mailboxes)
+        self.writer.start()
+        self.inbound = InboundService(stores.mailboxes, self.domains, self.authenticator, self.writer, s.mailbox_quota)
+        self.admin = MailboxAdmin(stores.mailboxes, self.domains, self.authenticator, s.mailbox_quota)
+        try:
+            self._start_mail_servers()
+            self._start_http()
+        except OSError as exc:
+            self.stop()
+            raise StartupError(f"cannot listen: {exc.strerror or exc}") from None
+        self._write_ports()
+        if self.api_key_path is not None:
+            log.info("MAILBOX_API_KEY is not set: using the generated key in %s", self.api_key_path.resolve())
+        log.info("mailappliance ready (local domains: %s)", ", ".join(s.allowed_domains) or "those of existing mailboxes")
+
+    def _open_database(self) -> None:
+        s = self.settings
+        url = s.mongodb_url
+        if s.embedded_database:
+            self.embedded = EmbeddedDatabase(s.data_dir, s.embedded_cache_size)
+            try:
+                self.embedded.start()
+            except (EmbeddedDatabaseError, OSError) as exc:
+                raise StartupError(str(exc)) from None
+            url = self.embedded.url
+        try:
+            self.client, self.db = open_database(url)
+        except DatabaseUnavailable as exc:
+            if self.embedded:
+                self.embedded.stop()
+            raise StartupError(str(exc)) from None
+        log.info("database: %s", "embedded SecantusDB" if self.embedded else redact(url))
+
+    def _tls(self, files):
+        try:
+            return server_context(files, self.settings.data_dir, self.settings.hostname)
+        except TlsError as exc:
+            raise StartupError(str(exc)) from None
+
+    def _session_factory(self, role: Role, tls_available: bool):
+        s = self.settings
+        config = SessionConfig(
+            hostname=s.hostname,
+            role=role,
+            max_size=s.max_email_size,
+            max_recipients=s.max_recipients,
+            max_bad_commands=s.max_bad_commands,
+            tls_available=tls_available,
+            allow_plaintext_auth=s.allow_plaintext_auth,
+        )
+        session_class = LmtpSession if role is Role.LMTP else SmtpSession
+
+        def make(peer: Peer, tls_active: bool) -> SmtpSession:
+            return session_class(
+                config,
+                self.inbound,
+                peer,
+                tls_active=tls_active,
+                relay_client=s.is_relay_client(peer.ip),
+                new_queue_id=lambda: str(ObjectId()),
+            )
+
+        return make
+
+    def _smtp_server(self, name: str, protocol: str, port: int, role: Role, tls, implicit: bool) -> LineServer:
+        s = self.settings
+        factory = self._session_factory(role, tls_available=tls is not None)
+
+        def connection(server, sock, address):
+            return SmtpConnection(server, sock, address, factory, None if implicit else tls, s.smtp_idle_timeout)
+
+        return LineServer(
+            name,
+            protocol,
+            s.host,
+            max(port, 0),
+            connection,
+            implicit_tls=tls if implicit else None,
+            starttls=not implicit and tls is not None,
+            max_connections=s.max_connections,
+            refusal=S.TOO_MANY_CONNECTIONS.encode(),
+        )
+
+    def _start_mail_servers(self) -> None:
+        s = self.settings
+        smtp_tls = self._tls(s.smtp_tls)
+        lmtp_tls = self._tls(s.lmtp_tls)
+        plans = [
+            ("smtp", "smtp", s.smtp_port, Role.MX, smtp_tls, False),
+            ("submission", "smtp", s.submission_port, Role.SUBMISSION, smtp_tls, False),
+            ("smtps", "smtp", s.smtps_port, Role.SUBMISSIONS, smtp_tls, True),
+            ("lmtp", "lmtp", s.lmtp_port, Role.LMTP, lmtp_tls, False),
+        ]
+        if s.lmtp_ssl_enabled:
+            plans.append(("lmtps", "lmtp", s.lmtp_ssl_port, Role.LMTP, lmtp_tls, True))
+        for name, protocol, port, role, tls, implicit in plans:
+            if port == 0:
+                continue
+            server = self._smtp_server(name, protocol, port, role, tls, implicit)
+            server.start()
+            self.servers.append(server)
+
+    def health_problem(self) -> Optional[str]:
+        return ping(self.db) if self.db is not None else "not started"
+
+    def _start_http(self) -> None:
+        s = self.settings
+        apps = [
+            ("mailbox-api", s.mailbox_api_port, create_mailbox_app(self.admin, self.api_key, self.health_problem)),
+            ("api", s.api_port, create_api_app(self.stores.incoming, self.api_key, self.health_problem)),
+        ]
+        access_log = logging.getLogger("mailappliance.http")
+        for name, port, app in apps:
+            if port == 0:
+                continue
+            server = WSGIServer((s.host, max(port, 0)), app, log=_LogWriter(access_log), error_log=_LogWriter(access_log, logging.ERROR))
+            server.start()
+            log.info("%s listening on http://%s:%d/ (Swagger UI at /api/docs)", name, s.host, server.server_port)
+            self.http.append((name, server))
+
+    @property
+    def ports(self) -> dict[str, int]:
+        ports = {server.name: server.port for server in self.servers}
+        ports.update({name: server.server_port for name, server in self.http})
+        return ports
+
+    def _write_ports(self) -> None:
+        """``DATA_DIR/ports.json``: what is listening where (for scripts and tests)."""
+        path = self.settings.data_dir / "ports.json"
+        path.write_text(json.dumps({"pid": os.getpid(), **self.ports}, indent=2) + "\n")
+
+    # ------------------------------------------------------------------ stop
+    def stop(self) -> None:
+        s = self.settings
+        log.info("shutting down: no new connections; waiting up to %.0f s for transactions", s.shutdown_timeout)
+        stop_servers(self.servers, s.shutdown_timeout)
+        for _, server in self.http:
+            server.stop(timeout=5)
+        if self.writer is not None:
+            self.writer.stop()
+        if self.client is not None:
+            self.client.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+        try:
+            (s.data_dir / "ports.json").unlink()
+        except OSError:
+            pass
+        self.stopped.set()
+        log.info("stopped")
+
+
+class _LogWriter:
+    """pywsgi writes access lines to a file-like object; send them to logging."""
+
+    def __init__(self, logger: logging.Logger, level: int = logging.DEBUG) -> None:
+        self.logger = logger
+        self.level = level
+
+    def write(self, text: str) -> None:
+        text = text.strip()
+        if text:
+            self.logger.log(self.level, "%s", text)
+
+    def flush(self) -> None:
+        pass
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"mailappliance: bad setting: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings)
+    appliance = Appliance(settings)
+    try:
+        appliance.start()
+    except StartupError as exc:
+        print(f"mailappliance: cannot start: {exc}", file=sys.stderr)
+        return 1
+    stop = Event()
+    gevent.signal_handler(signal.SIGTERM, stop.set)
+    gevent.signal_handler(signal.SIGINT, stop.set)
+    stop.wait()
+    appliance.stop()
+    return 0

@@ -1,0 +1,178 @@
+"""What the appliance records about a message's content, parsed once at delivery.
+
+Uses the stdlib ``email`` package (compat32 policy: lenient, keeps raw header text).
+The result feeds ``incoming_emails`` (subject, message-id, attachment list) and the
+IMAP server's ENVELOPE and BODYSTRUCTURE (RFC 3501 §7.4.2), which need raw header
+values and per-part sizes in octets. Malformed mail never raises: it is summarised
+as well as it can be and stored anyway.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from email import policy
+from email.header import decode_header, make_header
+from email.message import Message
+from email.parser import BytesParser
+from email.utils import getaddresses
+from typing import Any, Optional
+
+log = logging.getLogger("mailappliance.mime")
+
+_PARSER = BytesParser(policy=policy.compat32)
+MAX_DEPTH = 20  # nested multiparts deeper than this are summarised as opaque
+
+
+@dataclass
+class MessageSummary:
+    subject: str = ""
+    message_id: str = ""
+    from_: str = ""
+    to: list[str] = field(default_factory=list)
+    date: str = ""
+    attachments: list[dict] = field(default_factory=list)
+    envelope: dict = field(default_factory=dict)
+    structure: dict = field(default_factory=dict)
+    defects: int = 0
+
+
+def decode_text(value: Optional[str]) -> str:
+    """Decode RFC 2047 encoded words; fall back to the raw text when they are broken."""
+    if not value:
+        return ""
+    text = _raw(value)
+    if "=?" not in text:
+        return " ".join(text.split())
+    try:
+        return str(make_header(decode_header(text))).strip()
+    except (ValueError, LookupError, UnicodeError, TypeError):
+        return text.strip()
+
+
+def _raw(value: Any) -> str:
+    """A header value as text, undoing the parser's surrogate escapes for 8-bit bytes."""
+    if value is None:
+        return ""
+    text = str(value)
+    try:
+        return text.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeError:
+        return text
+
+
+def _addresses(msg: Message, name: str) -> list[list[Optional[str]]]:
+    """IMAP address structures ``[name, adl, mailbox, host]`` (RFC 3501 §7.4.2)."""
+    values = msg.get_all(name)
+    if not values:
+        return []
+    result = []
+    for display, addr in getaddresses([_raw(v) for v in values]):
+        if not addr and not display:
+            continue
+        local, _, host = addr.rpartition("@") if "@" in addr else (addr, "", "")
+        result.append([display or None, None, local or None, host or None])
+    return result
+
+
+def envelope(msg: Message) -> dict:
+    """ENVELOPE fields with raw (still encoded) header text, as IMAP returns them."""
+    def header(name: str) -> Optional[str]:
+        value = msg.get(name)
+        return None if value is None else _raw(value).replace("\r\n", "").replace("\n", "")
+
+    return {
+        "date": header("Date"),
+        "subject": header("Subject"),
+        "from": _addresses(msg, "From"),
+        "sender": _addresses(msg, "Sender"),
+        "reply_to": _addresses(msg, "Reply-To"),
+        "to": _addresses(msg, "To"),
+        "cc": _addresses(msg, "Cc"),
+        "bcc": _addresses(msg, "Bcc"),
+        "in_reply_to": header("In-Reply-To"),
+        "message_id": header("Message-ID"),
+    }
+
+
+def _octets(text: str) -> bytes:
+    return text.encode("ascii", "surrogateescape")
+
+
+def structure(msg: Message, depth: int = 0) -> dict:
+    """One MIME part as a tree node; sizes count octets of the encoded body."""
+    maintype = msg.get_content_maintype()
+    node: dict[str, Any] = {
+        "type": maintype,
+        "subtype": msg.get_content_subtype(),
+        "params": {k.lower(): _raw(v) for k, v in (msg.get_params() or [])[1:]},
+        "id": msg.get("Content-ID"),
+        "description": msg.get("Content-Description"),
+        "encoding": (msg.get("Content-Transfer-Encoding") or "7bit").strip().lower(),
+        "md5": msg.get("Content-MD5"),
+        "disposition": None,
+        "language": msg.get("Content-Language"),
+        "location": msg.get("Content-Location"),
+    }
+    disposition = msg.get("Content-Disposition")
+    if disposition:
+        kind = disposition.split(";", 1)[0].strip().lower()
+        params = {k.lower(): _raw(v) for k, v in (msg.get_params(header="content-disposition") or [])[1:]}
+        node["disposition"] = [kind, params]
+    if msg.is_multipart() and depth < MAX_DEPTH:
+        payload = msg.get_payload()
+        if maintype == "message" and payload:
+            inner = payload[0]
+            node["message"] = {"envelope": envelope(inner), "structure": structure(inner, depth + 1)}
+            node["size"] = len(inner.as_bytes()) if hasattr(inner, "as_bytes") else 0
+            node["lines"] = 0
+        else:
+            node["parts"] = [structure(part, depth + 1) for part in payload]
+        return node
+    body = msg.get_payload()
+    octets = _octets(body) if isinstance(body, str) else b""
+    node["size"] = len(octets)
+    node["lines"] = octets.count(b"\n") + (1 if octets and not octets.endswith(b"\n") else 0)
+    return node
+
+
+def _attachments(msg: Message) -> list[dict]:
+    found = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        filename = part.get_filename()
+        disposition = (part.get("Content-Disposition") or "").split(";", 1)[0].strip().lower()
+        if filename is None and disposition != "attachment":
+            continue
+        try:
+            payload = part.get_payload(decode=True) or b""
+        except Exception:  # malformed transfer encoding
+            payload = b""
+        found.append(
+            {
+                "filename": decode_text(filename) if filename else None,
+                "contentType": part.get_content_type(),
+                "size": len(payload),
+            }
+        )
+    return found
+
+
+def summarize(raw: bytes) -> MessageSummary:
+    """Parse ``raw`` once; never raises."""
+    try:
+        msg = _PARSER.parsebytes(raw)
+        return MessageSummary(
+            subject=decode_text(msg.get("Subject")),
+            message_id=_raw(msg.get("Message-ID")).strip(),
+            from_=decode_text(msg.get("From")),
+            to=[addr for _, addr in getaddresses([_raw(v) for v in msg.get_all("To") or []]) if addr],
+            date=_raw(msg.get("Date")).strip(),
+            attachments=_attachments(msg),
+            envelope=envelope(msg),
+            structure=structure(msg),
+            defects=sum(len(part.defects) for part in msg.walk()),
+        )
+    except Exception as exc:  # the parser is lenient, but malformed mail must still be stored
+        log.warning("could not parse a message of %d bytes (%s); storing it as opaque", len(raw), exc)
+        return MessageSummary(structure={"type": "text", "subtype": "plain", "params": {}, "size": len(raw), "lines": raw.count(b"\n")})

@@ -1,0 +1,37 @@
+"""The two HTTP apps: the Mailbox API (``MAILBOX_API_PORT``) and the API (``API_PORT``)."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from flask import Flask, jsonify
+
+from mailappliance.services.mailbox_admin import MailboxAdmin
+from mailappliance.storage.incoming import IncomingStore
+from mailappliance.web.api import incoming, mailboxes
+from mailappliance.web.app_factory import build_app
+
+HealthCheck = Callable[[], Optional[str]]  # None when healthy, else the reason
+
+
+def _health_route(app: Flask, check: HealthCheck) -> None:
+    @app.get("/health")
+    def health():
+        problem = check()
+        body = {"status": "ok" if problem is None else "error", "database": "reachable" if problem is None else problem}
+        return jsonify(body), 200 if problem is None else 503
+
+
+def create_mailbox_app(admin: MailboxAdmin, api_key: str, health: HealthCheck) -> Flask:
+    app, api = build_app(
+        "mailbox_api", "mailappliance Mailbox API", "Create, list and delete mail accounts; change passwords.", api_key
+    )
+    api.add_namespace(mailboxes.namespace(admin), path="/mailboxes")
+    _health_route(app, health)
+    return app
+
+
+def create_api_app(incoming_store: IncomingStore, api_key: str, health: HealthCheck) -> Flask:
+    app, api = build_app("queue_api", "mailappliance API", "Incoming mail, queue and server statistics.", api_key)
+    api.add_namespace(incoming.namespace(incoming_store), path="/incoming-emails")
+    _health_route(app, health)
+    return app

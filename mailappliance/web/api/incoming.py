@@ -1,0 +1,94 @@
+"""``/api/incoming-emails``: messages received over SMTP and LMTP."""
+from __future__ import annotations
+
+from flask_restx import Namespace, Resource, fields
+
+from mailappliance.storage.incoming import IncomingStore, parse_id
+from mailappliance.web.serialize import jsonable
+
+PAGE_LIMIT_MAX = 500
+
+
+def namespace(store: IncomingStore) -> Namespace:
+    ns = Namespace("incoming-emails", description="Mail received over SMTP and LMTP (newest first)")
+    attachment = ns.model(
+        "Attachment", {"filename": fields.String, "contentType": fields.String, "size": fields.Integer}
+    )
+    incoming = ns.model(
+        "IncomingEmail",
+        {
+            "id": fields.String(description="also the queue id in the SMTP reply"),
+            "queue_id": fields.String,
+            "sender": fields.String(description="envelope sender; empty for <>"),
+            "recipients": fields.List(fields.String),
+            "local_recipients": fields.List(fields.String),
+            "relayed_recipients": fields.List(fields.String),
+            "source": fields.String(enum=["smtp", "lmtp"]),
+            "protocol": fields.String(example="ESMTPS"),
+            "helo": fields.String,
+            "remote_address": fields.String,
+            "remote_port": fields.Integer,
+            "local_port": fields.Integer,
+            "tls": fields.Boolean,
+            "authenticated_as": fields.String,
+            "message_id": fields.String,
+            "subject": fields.String,
+            "from_header": fields.String,
+            "size": fields.Integer,
+            "attachments": fields.List(fields.Nested(attachment)),
+            "received_at": fields.String(description="ISO 8601"),
+            "status": fields.String(enum=["stored", "queued", "stored+queued"]),
+        },
+    )
+    page_model = ns.model(
+        "IncomingEmailPage",
+        {
+            "emails": fields.List(fields.Nested(incoming)),
+            "total": fields.Integer,
+            "page": fields.Integer,
+            "limit": fields.Integer,
+            "pages": fields.Integer,
+        },
+    )
+    message = ns.model("IncomingMessage", {"message": fields.String})
+    paging = ns.parser()
+    paging.add_argument("page", type=int, default=1, location="args")
+    paging.add_argument("limit", type=int, default=50, location="args")
+    paging.add_argument("source", type=str, choices=("smtp", "lmtp"), location="args")
+
+    @ns.route("")
+    class IncomingCollection(Resource):
+        @ns.expect(paging)
+        @ns.marshal_with(page_model)
+        def get(self):
+            """List received messages, newest first."""
+            args = paging.parse_args()
+            page = max(1, args["page"] or 1)
+            limit = min(max(1, args["limit"] or 50), PAGE_LIMIT_MAX)
+            filters = {"source": args["source"]} if args.get("source") else None
+            items, total = store.page(page, limit, filters)
+            return {"emails": jsonable(items), "total": total, "page": page, "limit": limit, "pages": -(-total // limit)}
+
+    @ns.route("/<string:email_id>")
+    @ns.param("email_id", "the id (24 hex digits)")
+    class IncomingItem(Resource):
+        @ns.response(200, "Found", incoming)
+        @ns.response(404, "Not found", message)
+        def get(self, email_id):
+            """One received message's details."""
+            oid = parse_id(email_id)
+            doc = store.get(oid) if oid else None
+            if doc is None:
+                ns.abort(404, f"no incoming email {email_id}")
+            return jsonable(doc)
+
+        @ns.response(200, "Deleted", message)
+        @ns.response(404, "Not found", message)
+        def delete(self, email_id):
+            """Delete the record (the stored mailbox copies stay)."""
+            oid = parse_id(email_id)
+            if oid is None or not store.delete(oid):
+                ns.abort(404, f"no incoming email {email_id}")
+            return {"message": f"incoming email {email_id} deleted"}
+
+    return ns
