@@ -14,7 +14,7 @@ from email import policy
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesParser
-from email.utils import getaddresses
+from email.utils import collapse_rfc2231_value, getaddresses
 from typing import Any, Optional
 
 log = logging.getLogger("mailappliance.mime")
@@ -53,11 +53,9 @@ def _raw(value: Any) -> str:
     """A header value as text, undoing the parser's surrogate escapes for 8-bit bytes."""
     if value is None:
         return ""
-    text = str(value)
-    try:
-        return text.encode("ascii", "surrogateescape").decode("utf-8", "replace")
-    except UnicodeError:
-        return text
+    if isinstance(value, tuple):  # an RFC 2231 (charset, language, value) parameter
+        return collapse_rfc2231_value(value)
+    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _addresses(msg: Message, name: str) -> list[list[Optional[str]]]:
@@ -95,7 +93,7 @@ def envelope(msg: Message) -> dict:
 
 
 def _octets(text: str) -> bytes:
-    return text.encode("ascii", "surrogateescape")
+    return text.encode("utf-8", "surrogateescape")
 
 
 def structure(msg: Message, depth: int = 0) -> dict:
