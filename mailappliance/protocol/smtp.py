@@ -244,9 +244,17 @@ class SmtpSession:
         return self._error(S.LINE_TOO_LONG)
 
     def handle_data(self, result: DataResult) -> list[Action]:
-        """Finish DATA: refuse a bad body, else hand the transaction to the backend."""
-        envelope = self.envelope
-        self._reset_transaction()
+        """Finish DATA: refuse a bad body, else hand the transaction to the backend.
+
+        The session stays in its transaction until the backend has answered, so a
+        graceful shutdown waits for the write instead of cutting it off.
+        """
+        try:
+            return self._finish_data(self.envelope, result)
+        finally:
+            self._reset_transaction()
+
+    def _finish_data(self, envelope: Envelope, result: DataResult) -> list[Action]:
         if result.error is not None:
             reply = {
                 DataError.TOO_BIG: S.MESSAGE_TOO_BIG,

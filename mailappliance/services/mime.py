@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from email import policy
-from email.header import decode_header, make_header
+from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.parser import BytesParser
 from email.utils import collapse_rfc2231_value, getaddresses
@@ -55,7 +55,23 @@ def _raw(value: Any) -> str:
         return ""
     if isinstance(value, tuple):  # an RFC 2231 (charset, language, value) parameter
         return collapse_rfc2231_value(value)
+    if isinstance(value, Header):  # compat32 returns raw 8-bit header text this way
+        return "".join(_bytes_text(chunk, charset) for chunk, charset in decode_header(value))
     return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _bytes_text(chunk: Any, charset: Optional[str]) -> str:
+    if isinstance(chunk, str):
+        return chunk
+    if charset and charset != "unknown-8bit":
+        try:
+            return chunk.decode(charset, "replace")
+        except LookupError:
+            pass
+    try:
+        return chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        return chunk.decode("latin-1")
 
 
 def _addresses(msg: Message, name: str) -> list[list[Optional[str]]]:

@@ -291,3 +291,23 @@ def test_lmtp_rejects_smtp_only_verbs(line):
     session, _ = make(role=Role.LMTP, session_class=LmtpSession)
     one(session, "LHLO c")
     assert one(session, line).code >= 500
+
+
+def test_session_stays_busy_while_the_backend_stores():
+    """A shutdown must not see an idle session while its message is being written."""
+    session, backend = make()
+    seen = []
+    original = backend.deliver
+
+    def deliver(transaction, per_recipient):
+        seen.append(session.in_transaction)
+        return original(transaction, per_recipient)
+
+    backend.deliver = deliver
+    one(session, "EHLO c")
+    one(session, "MAIL FROM:<a@b.example>")
+    one(session, "RCPT TO:<user@example.com>")
+    say(session, "DATA")
+    send_data(session, b"x\r\n.\r\n")
+    assert seen == [True]
+    assert not session.in_transaction

@@ -1,0 +1,50 @@
+"""Settings from the environment: seed names, aliases, defaults, errors."""
+import ipaddress
+
+import pytest
+
+from mailappliance.settings import Settings, SettingsError
+
+
+def test_defaults_suit_a_non_root_user():
+    s = Settings.from_env({})
+    assert (s.smtp_port, s.submission_port, s.smtps_port, s.lmtp_port) == (2525, 2587, 2465, 2424)
+    assert (s.api_port, s.mailbox_api_port, s.lmtp_ssl_port, s.lmtp_ssl_enabled) == (3000, 8080, 1024, False)
+    assert s.embedded_database and str(s.data_dir) == "data"
+    assert s.is_relay_client("127.0.0.1") and s.is_relay_client("::1") and not s.is_relay_client("192.0.2.1")
+    assert s.is_relay_client("::ffff:127.0.0.5")
+
+
+def test_seed_names_and_aliases():
+    s = Settings.from_env({"SMTP_PORT": "2600", "LMTP_PORT": "2700", "LMTP_24_PORT": "2701", "ALLOWED_DOMAINS": "Example.COM, test.com.", "MAX_EMAIL_SIZE": "2048"})
+    assert s.smtp_port == 2600, "SMTP_PORT is the seed's name for the port-25 role"
+    assert s.lmtp_port == 2701, "LMTP_24_PORT wins over LMTP_PORT"
+    assert s.allowed_domains == ["example.com", "test.com"]
+    assert s.max_email_size == 2048
+
+
+def test_zero_disables_and_auto_picks():
+    s = Settings.from_env({"SMTP_465_PORT": "0", "API_PORT": "auto"})
+    assert s.smtps_port == 0 and s.api_port == -1
+
+
+def test_relay_networks():
+    assert Settings.from_env({"RELAY_NETWORKS": ""}).relay_networks == []
+    s = Settings.from_env({"RELAY_NETWORKS": "10.0.0.0/8, 2001:db8::/32"})
+    assert s.relay_networks == [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32")]
+    assert s.is_relay_client("10.1.2.3") and not s.is_relay_client("127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"SMTP_25_PORT": "x"}, {"SMTP_25_PORT": "70000"}, {"RELAY_NETWORKS": "not-a-net"}, {"MAX_EMAIL_SIZE": "-1"}, {"SMTP_MAX_RECIPIENTS": "0"}],
+)
+def test_bad_values_raise_settings_error(env):
+    with pytest.raises(SettingsError):
+        Settings.from_env(env)
+
+
+def test_tls_files_fall_back_to_generic():
+    s = Settings.from_env({"TLS_KEY": "/k", "TLS_CERT": "/c", "LMTP_SSL_KEY": "/lk", "LMTP_SSL_CERT": "/lc"})
+    assert (s.smtp_tls.key, s.smtp_tls.cert) == ("/k", "/c")
+    assert (s.lmtp_tls.key, s.lmtp_tls.cert) == ("/lk", "/lc")
