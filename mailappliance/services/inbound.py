@@ -74,7 +74,7 @@ class InboundService:
             domain = address.domain or self.domains.primary() or ""
             if domain and not address.is_address_literal and self.domains.is_local(domain):
                 mailbox_id = f"{address.local}@{domain}".lower()
-                mailbox = self.mailboxes.get(mailbox_id)
+                mailbox = self.mailboxes.lookup(mailbox_id)
                 if mailbox is None:
                     return S.NO_SUCH_USER
                 recipient = LocalRecipient(
@@ -151,7 +151,7 @@ class InboundService:
         seen_mailboxes: set[str] = set()
         if local:
             blob_id = ObjectId()
-            request.blobs.append((blob_id, local_raw, queue_id))
+            request.blobs.append((blob_id, local_raw))
             for rcpt in local:
                 if rcpt.mailbox in seen_mailboxes:
                     continue  # the same mailbox twice gets one copy
@@ -173,10 +173,9 @@ class InboundService:
                         "structure": summary.structure,
                     }
                 )
-                request.usage.append((rcpt.mailbox, len(local_raw)))  # type: ignore[arg-type]
         if relayed:
             blob_id = ObjectId()
-            request.blobs.append((blob_id, relay_raw, queue_id))
+            request.blobs.append((blob_id, relay_raw))
             request.outgoing = {
                 "_id": ObjectId(),
                 "queue_id": queue_id,

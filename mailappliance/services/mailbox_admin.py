@@ -69,16 +69,19 @@ class MailboxAdmin:
         except MailboxExists:
             raise Conflict(f"mailbox {address} already exists") from None
         self.domains.invalidate()
-        return public(doc)
+        return public(doc, 0)
 
     def list(self, page: int = 1, limit: int = 100) -> tuple[list[dict], int]:
-        return [public(d) for d in self.store.list((page - 1) * limit, limit)], self.store.count()
+        docs = self.store.list((page - 1) * limit, limit)
+        used = self.store.usage([d["_id"] for d in docs])
+        return [public(d, used.get(d["_id"], 0)) for d in docs], self.store.count()
 
     def get(self, username: str) -> dict:
-        doc = self.store.get(normalize_address(username))
+        address = normalize_address(username)
+        doc = self.store.get(address)
         if doc is None:
             raise NotFound(f"no mailbox {username}")
-        return public(doc)
+        return public(doc, self.store.usage([address]).get(address, 0))
 
     def delete(self, username: str) -> None:
         address = normalize_address(username)
@@ -104,12 +107,12 @@ class MailboxAdmin:
         self.authenticator.forget(address)
 
 
-def public(doc: dict) -> dict:
+def public(doc: dict, used_bytes: int) -> dict:
     return {
         "username": doc["_id"],
         "domain": doc.get("domain"),
         "quota": doc.get("quota", 0),
-        "usedBytes": doc.get("used_bytes", 0),
+        "usedBytes": used_bytes,
         "createdAt": doc["created_at"].isoformat() if doc.get("created_at") else None,
     }
 

@@ -1,66 +1,65 @@
-"""Raw message bytes in the GridFS bucket ``raw`` (GridFS spec: ``raw.files``, ``raw.chunks``).
+"""Raw message bytes, chunked into the ``raw_messages`` collection.
 
-Writes build the GridFS documents directly so the delivery writer can store the
-bytes of many messages with one ``insert_many`` per collection (group commit); any
-GridFS driver or ``mongofiles`` reads them back. No 16 MB document limit applies.
+A blob is the exact bytes of a message (as received plus the trace headers this
+server adds), split into documents of at most ``CHUNK_SIZE`` bytes whose ``_id`` is
+``"<blob id>/<n>"``. Whoever refers to a blob also records its size, so the chunk
+ids are known without an index and a read is one ``_id`` lookup. Most mail fits in
+one chunk: one document and one index entry per message, which on the embedded
+server costs a quarter of GridFS's files + chunks documents and their indexes
+(shared/embedded-db.md); large mail has no 16 MB limit.
 """
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Iterable
 
 from bson import Binary, ObjectId
 
 from mailappliance.storage.mongo import Collections
 
-CHUNK_SIZE = 255 * 1024  # the GridFS default
+CHUNK_SIZE = 1024 * 1024
 
 
-def blob_documents(blob_id: ObjectId, data: bytes, filename: str, when: datetime) -> tuple[dict, list[dict]]:
-    """The ``raw.files`` document and the ``raw.chunks`` documents for ``data``."""
-    files_doc = {
-        "_id": blob_id,
-        "length": len(data),
-        "chunkSize": CHUNK_SIZE,
-        "uploadDate": when,
-        "filename": filename,
-        "metadata": {"contentType": "message/rfc822"},
-    }
-    chunks = [
-        {"_id": ObjectId(), "files_id": blob_id, "n": n, "data": Binary(data[offset : offset + CHUNK_SIZE])}
-        for n, offset in enumerate(range(0, max(len(data), 1), CHUNK_SIZE))
+def chunk_count(size: int) -> int:
+    return max(1, -(-size // CHUNK_SIZE))
+
+
+def chunk_ids(blob_id: ObjectId, size: int) -> list[str]:
+    return [f"{blob_id}/{n}" for n in range(chunk_count(size))]
+
+
+def blob_documents(blob_id: ObjectId, data: bytes) -> list[dict]:
+    """The chunk documents that store ``data``."""
+    return [
+        {"_id": chunk_id, "data": Binary(data[n * CHUNK_SIZE : (n + 1) * CHUNK_SIZE])}
+        for n, chunk_id in enumerate(chunk_ids(blob_id, len(data)))
     ]
-    return files_doc, chunks
 
 
 class BlobStore:
     def __init__(self, collections: Collections) -> None:
         self.c = collections
 
-    def read(self, blob_id: ObjectId) -> bytes:
-        """The stored bytes, exactly; chunks are read by a bounded index range."""
-        files_doc = self.c.raw_files.find_one({"_id": blob_id}, {"length": 1, "chunkSize": 1})
-        if files_doc is None:
-            raise KeyError(blob_id)
-        count = -(-files_doc["length"] // files_doc["chunkSize"]) or 1
-        parts = {
-            doc["n"]: bytes(doc["data"])
-            for doc in self.c.raw_chunks.find({"files_id": blob_id, "n": {"$gte": 0, "$lt": count}}, {"n": 1, "data": 1})
-        }
-        data = b"".join(parts[n] for n in range(count))
-        if len(data) != files_doc["length"]:
-            raise ValueError(f"blob {blob_id} is damaged: {len(data)} of {files_doc['length']} bytes")
+    def read(self, blob_id: ObjectId, size: int) -> bytes:
+        """The stored bytes, exactly; raises KeyError when any chunk is missing."""
+        ids = chunk_ids(blob_id, size)
+        found = {doc["_id"]: bytes(doc["data"]) for doc in self.c.raw.find({"_id": {"$in": ids}})}
+        try:
+            data = b"".join(found[i] for i in ids)
+        except KeyError:
+            raise KeyError(blob_id) from None
+        if len(data) != size:
+            raise ValueError(f"blob {blob_id} is damaged: {len(data)} of {size} bytes")
         return data
 
-    def delete_unreferenced(self, blob_ids: Iterable[ObjectId]) -> int:
-        """Delete the blobs no message and no queued email refers to any more."""
-        ids = list(set(blob_ids))
-        if not ids:
+    def delete_unreferenced(self, blobs: Iterable[tuple[ObjectId, int]]) -> int:
+        """Delete the blobs (id, size) no message and no queued email refers to any more."""
+        sizes = dict(blobs)
+        if not sizes:
             return 0
+        ids = list(sizes)
         used = set(self.c.messages.distinct("blob", {"blob": {"$in": ids}}))
         used |= set(self.c.outgoing.distinct("blob", {"blob": {"$in": ids}}))
         unused = [i for i in ids if i not in used]
         if unused:
-            self.c.raw_chunks.delete_many({"files_id": {"$in": unused}})
-            self.c.raw_files.delete_many({"_id": {"$in": unused}})
+            self.c.raw.delete_many({"_id": {"$in": [c for i in unused for c in chunk_ids(i, sizes[i])]}})
         return len(unused)

@@ -1,5 +1,8 @@
 """IMAP folders of an account, and atomic UID allocation (RFC 3501 §2.3.1.1).
 
+Each folder document also counts its messages, unseen messages and bytes, so
+SELECT/STATUS and quota checks never count or scan messages (shared/embedded-db.md).
+
 UIDs and modification sequences (RFC 7162 §3.1) are reserved with a
 compare-and-swap ``update_one`` guarded by the values last seen, so two processes
 sharing one database never hand out the same UID and UIDs only grow. The last seen
@@ -9,6 +12,7 @@ on the embedded server it scans the collection (shared/embedded-db.md).
 """
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,7 +32,8 @@ DEFAULT_FOLDERS: tuple[tuple[str, Optional[str]], ...] = (
     ("Trash", "\\Trash"),
     ("Junk", "\\Junk"),
 )
-MAX_CAS_ATTEMPTS = 50
+MAX_CAS_ATTEMPTS = 200
+CAS_BACKOFF = 0.002  # seconds; grows with each lost race, randomised
 
 
 class FolderExists(Exception):
@@ -59,6 +64,9 @@ def folder_document(mailbox: str, name: str, special_use: Optional[str], now: da
         "uidvalidity": new_uidvalidity(),
         "uidnext": 1,
         "highestmodseq": 1,
+        "messages": 0,
+        "unseen": 0,
+        "bytes": 0,
         "created_at": now,
     }
 
@@ -86,9 +94,14 @@ class FolderStore:
     def list(self, mailbox: str) -> list[dict]:
         return list(self.c.folders.find({"mailbox": mailbox}).sort("name", 1))
 
-    def reserve(self, folder_id: ObjectId, count: int) -> Reservation:
-        """Reserve ``count`` UIDs and modseqs in one folder; safe across processes."""
-        for _ in range(MAX_CAS_ATTEMPTS):
+    def reserve(self, folder_id: ObjectId, count: int, size: int = 0, unseen: int = 0) -> Reservation:
+        """Reserve ``count`` UIDs and modseqs in one folder; safe across processes.
+
+        The same update counts the ``count`` messages (``unseen`` of them unseen,
+        ``size`` bytes in all) about to be stored; :meth:`uncount` takes them back
+        if storing fails.
+        """
+        for attempt in range(MAX_CAS_ATTEMPTS):
             seen = self._seen.get(folder_id)
             if seen is None:
                 doc = self.c.folders.find_one({"_id": folder_id}, {"uidnext": 1, "highestmodseq": 1})
@@ -98,13 +111,28 @@ class FolderStore:
             uidnext, modseq = seen
             result = self.c.folders.update_one(
                 {"_id": folder_id, "uidnext": uidnext, "highestmodseq": modseq},
-                {"$inc": {"uidnext": count, "highestmodseq": count}},
+                {"$inc": {"uidnext": count, "highestmodseq": count, "messages": count, "unseen": unseen, "bytes": size}},
             )
             if result.modified_count == 1:
                 self._seen[folder_id] = (uidnext + count, modseq + count)
                 return Reservation(uidnext, modseq + 1, count)
             self._seen.pop(folder_id, None)  # someone else moved it: read again
+            time.sleep(random.uniform(0, CAS_BACKOFF * min(attempt + 1, 10)))
         raise RuntimeError(f"could not reserve UIDs in folder {folder_id}: too much contention")
+
+    def uncount(self, folder_id: ObjectId, count: int, size: int, unseen: int) -> None:
+        """Undo the counting of a reservation whose messages were not stored."""
+        self.c.folders.update_one(
+            {"_id": folder_id}, {"$inc": {"messages": -count, "unseen": -unseen, "bytes": -size}}
+        )
+
+    def usage(self, mailboxes: list[str]) -> dict[str, int]:
+        """Bytes stored per mailbox: the sum of its folders' counters."""
+        pipeline = [
+            {"$match": {"mailbox": {"$in": mailboxes}}},
+            {"$group": {"_id": "$mailbox", "bytes": {"$sum": "$bytes"}}},
+        ]
+        return {row["_id"]: row["bytes"] for row in self.c.folders.aggregate(pipeline)}
 
     def forget(self, folder_ids) -> None:
         for folder_id in folder_ids:

@@ -2,8 +2,8 @@
 
 The only package that imports pymongo is ``storage``. Collection names are part of
 the contract with operators: ``mailboxes``, ``folders``, ``messages``,
-``incoming_emails``, ``emails`` (the outbound queue) and the GridFS bucket ``raw``
-(``raw.files`` / ``raw.chunks``) that holds message bytes.
+``incoming_emails``, ``emails`` (the outbound queue) and ``raw_messages`` (message
+bytes, see ``blobs.py``).
 """
 from __future__ import annotations
 
@@ -52,12 +52,8 @@ class Collections:
         return self.db["emails"]
 
     @property
-    def raw_files(self):
-        return self.db["raw.files"]
-
-    @property
-    def raw_chunks(self):
-        return self.db["raw.chunks"]
+    def raw(self):
+        return self.db["raw_messages"]
 
 
 INDEXES = {
@@ -66,7 +62,6 @@ INDEXES = {
     "messages": [
         IndexModel([("folder", ASCENDING), ("uid", ASCENDING)], unique=True),
         IndexModel([("folder", ASCENDING), ("modseq", ASCENDING)]),
-        IndexModel([("mailbox", ASCENDING)]),
         IndexModel([("blob", ASCENDING)]),
     ],
     "incoming_emails": [IndexModel([("received_at", DESCENDING)]), IndexModel([("queue_id", ASCENDING)])],
@@ -75,9 +70,7 @@ INDEXES = {
         IndexModel([("blob", ASCENDING)]),
         IndexModel([("created_at", DESCENDING)]),
     ],
-    # The indexes GridFS drivers expect (GridFS spec), so tools like mongofiles work.
-    "raw.files": [IndexModel([("filename", ASCENDING), ("uploadDate", ASCENDING)])],
-    "raw.chunks": [IndexModel([("files_id", ASCENDING), ("n", ASCENDING)], unique=True)],
+    # raw_messages needs only its _id index ("<blob>/<n>").
 }
 
 

@@ -2,9 +2,9 @@
 
 Each SMTP/LMTP session hands a :class:`WriteRequest` to :meth:`DeliveryWriter.submit`
 and waits. The writer takes everything queued at that moment as one batch and
-stores it with one round trip per collection (UID reservation per folder,
-``raw.files``, ``raw.chunks``, ``messages``, ``emails``, ``incoming_emails``, usage),
-all journaled, then wakes the sessions. While a batch is being written the next one
+stores it with one round trip per collection (UID reservation and counters per
+folder, ``raw_messages``, ``messages``, ``emails``, ``incoming_emails``), then wakes
+the sessions. While a batch is being written the next one
 gathers, so the cost per message falls as load rises.
 
 One writer per process also keeps UIDs of a folder visible in the order they were
@@ -18,13 +18,14 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Optional
+from typing import Callable, Optional
 
 import gevent
 from gevent.event import AsyncResult
 from gevent.queue import Queue
 from bson import ObjectId
 from pymongo.errors import AutoReconnect, BulkWriteError, ConnectionFailure, PyMongoError
+from pymongo.write_concern import WriteConcern
 
 from mailappliance.storage.blobs import blob_documents
 from mailappliance.storage.folders import FolderStore
@@ -48,16 +49,15 @@ class WriteRequest:
     """Everything one received message writes."""
 
     received_at: datetime
-    blobs: list[tuple[ObjectId, bytes, str]] = field(default_factory=list)  # (id, bytes, filename)
+    blobs: list[tuple[ObjectId, bytes]] = field(default_factory=list)
     messages: list[dict] = field(default_factory=list)  # need "folder"; get "uid"/"modseq"
     outgoing: Optional[dict] = None
     incoming: Optional[dict] = None
-    usage: list[tuple[str, int]] = field(default_factory=list)
     result: AsyncResult = field(default_factory=AsyncResult)
 
     @property
     def size(self) -> int:
-        return sum(len(raw) for _, raw, _ in self.blobs)
+        return sum(len(raw) for _, raw in self.blobs)
 
 
 _STOP = object()
@@ -113,25 +113,19 @@ class DeliveryWriter:
 
     def _write_batch(self, batch: list[WriteRequest]) -> None:
         started = time.monotonic()
-        try:
-            ready = self._assign_uids(batch)
-        except PyMongoError as exc:
-            log.error("UID reservation failed for a batch of %d: %s", len(batch), exc)
-            for request in batch:
-                request.result.set_exception(WriteFailed(str(exc)))
-            return
+        progress: dict = {}  # what a failed attempt already did, so a retry does not redo it
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                self._insert(ready)
+                ready = self._store(batch, progress)
                 break
             except (AutoReconnect, ConnectionFailure) as exc:
                 if attempt == WRITE_ATTEMPTS:
-                    self._fail(ready, exc)
+                    self._fail(batch, exc, progress)
                     return
                 log.warning("batch write attempt %d failed (%s); retrying", attempt, exc)
                 gevent.sleep(0.2 * attempt)
             except PyMongoError as exc:
-                self._fail(ready, exc)
+                self._fail(batch, exc, progress)
                 return
         for request in ready:
             request.result.set(None)
@@ -139,12 +133,54 @@ class DeliveryWriter:
         self.messages_written += len(ready)
         log.debug("stored batch of %d in %.1f ms", len(ready), (time.monotonic() - started) * 1000)
 
-    def _fail(self, batch: list[WriteRequest], exc: Exception) -> None:
-        log.error("could not store a batch of %d messages: %s", len(batch), exc)
-        for request in batch:
-            request.result.set_exception(WriteFailed(str(exc)))
+    def _store(self, batch: list[WriteRequest], progress: dict) -> list[WriteRequest]:
+        """Store a batch; the order that matters is kept.
 
-    def _assign_uids(self, batch: list[WriteRequest]) -> list[WriteRequest]:
+        The raw bytes are written while UIDs are reserved; then, once the bytes are
+        in, messages, queue entries and incoming records. A crash in between
+        leaves only unreferenced bytes, never a message without its content; batches
+        never overlap, so a folder's messages become visible in UID order.
+        """
+        chunks = [doc for request in batch for blob_id, raw in request.blobs for doc in blob_documents(blob_id, raw)]
+        unsynced = _without_journal_wait(self.c.raw.write_concern)
+        raw_write = gevent.spawn(_insert_idempotent, self.c.raw, chunks, unsynced)
+        try:
+            if "ready" not in progress:  # UIDs are reserved once per batch
+                progress["ready"] = self._assign_uids(batch, progress)
+            ready = progress["ready"]
+        finally:
+            raw_write.join()
+        raw_write.get()  # re-raise its error, if any
+
+        messages = [m for request in ready for m in request.messages]
+        outgoing = [r.outgoing for r in ready if r.outgoing is not None]
+        incoming = [r.incoming for r in ready if r.incoming is not None]
+        # Sequential, unsynced, except the last write: the journal is sequential, so
+        # once the last write is journaled every earlier one is too (one sync per
+        # batch; concurrent journaled writes cost the embedded server far more).
+        steps: list[Callable[[Optional[WriteConcern]], None]] = [
+            lambda wc, c=collection, d=docs: _insert_idempotent(c, d, wc)
+            for collection, docs in ((self.c.messages, messages), (self.c.outgoing, outgoing), (self.c.incoming, incoming))
+            if docs
+        ]
+        for step in steps[:-1]:
+            step(unsynced)
+        if steps:
+            steps[-1](None)
+        return ready
+
+    def _fail(self, batch: list[WriteRequest], exc: Exception, progress: Optional[dict] = None) -> None:
+        log.error("could not store a batch of %d messages: %s", len(batch), exc)
+        for folder_id, count, size, unseen in (progress or {}).get("counted", []):
+            try:
+                self.folders.uncount(folder_id, count, size, unseen)
+            except PyMongoError as undo_exc:
+                log.error("folder %s counters are off by %d messages: %s", folder_id, count, undo_exc)
+        for request in batch:
+            if not request.result.ready():
+                request.result.set_exception(WriteFailed(str(exc)))
+
+    def _assign_uids(self, batch: list[WriteRequest], progress: dict) -> list[WriteRequest]:
         """Reserve UIDs per folder for the whole batch; drop requests whose folder vanished."""
         per_folder: dict[ObjectId, list[dict]] = defaultdict(list)
         owner: dict[ObjectId, list[WriteRequest]] = defaultdict(list)
@@ -154,8 +190,11 @@ class DeliveryWriter:
                 owner[message["folder"]].append(request)
         failed: set[int] = set()
         for folder_id, messages in per_folder.items():
+            size = sum(m["size"] for m in messages)
+            unseen = sum(1 for m in messages if "\\Seen" not in m.get("flags", ()))
             try:
-                reservation = self.folders.reserve(folder_id, len(messages))
+                reservation = self.folders.reserve(folder_id, len(messages), size, unseen)
+                progress.setdefault("counted", []).append((folder_id, len(messages), size, unseen))
             except KeyError:
                 for request in owner[folder_id]:
                     if id(request) not in failed:
@@ -167,37 +206,19 @@ class DeliveryWriter:
                 message["modseq"] = reservation.first_modseq + offset
         return [r for r in batch if id(r) not in failed]
 
-    def _insert(self, batch: list[WriteRequest]) -> None:
-        files, chunks, messages, outgoing, incoming, usage = [], [], [], [], [], []
-        for request in batch:
-            for blob_id, raw, filename in request.blobs:
-                files_doc, chunk_docs = blob_documents(blob_id, raw, filename, request.received_at)
-                files.append(files_doc)
-                chunks.extend(chunk_docs)
-            messages.extend(request.messages)
-            if request.outgoing is not None:
-                outgoing.append(request.outgoing)
-            if request.incoming is not None:
-                incoming.append(request.incoming)
-            usage.extend(request.usage)
-        # Bytes first, then what refers to them: a crash in between leaves only
-        # unreferenced bytes, never a message without its content.
-        _insert_idempotent(self.c.raw_chunks, chunks)
-        _insert_idempotent(self.c.raw_files, files)
-        _insert_idempotent(self.c.messages, messages)
-        _insert_idempotent(self.c.outgoing, outgoing)
-        _insert_idempotent(self.c.incoming, incoming)
-        if usage:
-            totals: dict[str, int] = defaultdict(int)
-            for address, size in usage:
-                totals[address] += size
-            self.mailboxes.add_usage(totals.items())
+
+def _without_journal_wait(concern: WriteConcern) -> WriteConcern:
+    document = dict(concern.document)
+    document["j"] = False
+    return WriteConcern(**document)
 
 
-def _insert_idempotent(collection, documents: list[dict]) -> None:
+def _insert_idempotent(collection, documents: list[dict], write_concern: Optional[WriteConcern] = None) -> None:
     """``insert_many`` that treats "already there" (same ``_id``) as success."""
     if not documents:
         return
+    if write_concern is not None:
+        collection = collection.with_options(write_concern=write_concern)
     try:
         collection.insert_many(documents, ordered=False)
     except BulkWriteError as exc:

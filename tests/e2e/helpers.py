@@ -20,7 +20,7 @@ def stored_messages(appliance, mailbox: str) -> list[dict]:
 
 
 def stored_raw(appliance, message: dict) -> bytes:
-    return BlobStore(appliance.stores.collections).read(message["blob"])
+    return BlobStore(appliance.stores.collections).read(message["blob"], message["size"])
 
 
 class RawClient:

@@ -59,3 +59,22 @@ def test_malformed_mime_is_summarised_not_dropped():
 def test_no_headers_at_all():
     s = summarize(b"just text\r\n")
     assert s.subject == "" and s.structure["type"] == "text"
+
+
+def test_single_part_fast_path_agrees_with_the_full_parse():
+    from mailappliance.services import mime
+
+    samples = [
+        b"Subject: a\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nline\r\nline 2 \xc3\xa9\r\n",
+        b"Subject: no final newline\r\n\r\nbody",
+        b"Subject: =?utf-8?q?x?=\r\nContent-Transfer-Encoding: base64\r\nContent-Type: application/pdf; name=\"a.pdf\"\r\n"
+        b"Content-Disposition: attachment; filename=\"a.pdf\"\r\n\r\nAAAA\r\n",
+        b"not a header line\r\n\r\nbody\r\n",
+        b"\r\nbody after an empty header block\r\n\r\nmore\r\n",
+    ]
+    for raw in samples:
+        fast = summarize(raw)
+        full_msg = mime._PARSER.parsebytes(raw)
+        assert fast.structure == mime.structure(full_msg), raw
+        assert fast.attachments == mime._attachments(full_msg), raw
+        assert fast.envelope == mime.envelope(full_msg), raw

@@ -18,21 +18,19 @@ def test_create_duplicate_and_delete_cascade(collections):
     assert collections.folders.count_documents({"mailbox": "a@example.com"}) == 5
     shared, private = ObjectId(), ObjectId()
     for blob in (shared, private):
-        files_doc, chunks = blob_documents(blob, b"data", "x", a["created_at"])
-        collections.raw_files.insert_one(files_doc)
-        collections.raw_chunks.insert_many(chunks)
+        collections.raw.insert_many(blob_documents(blob, b"data"))
     collections.messages.insert_many(
         [
-            {"mailbox": "a@example.com", "folder": a["inbox"], "uid": 1, "blob": shared},
-            {"mailbox": "a@example.com", "folder": a["inbox"], "uid": 2, "blob": private},
-            {"mailbox": "b@example.com", "folder": b["inbox"], "uid": 1, "blob": shared},
+            {"mailbox": "a@example.com", "folder": a["inbox"], "uid": 1, "blob": shared, "size": 4},
+            {"mailbox": "a@example.com", "folder": a["inbox"], "uid": 2, "blob": private, "size": 4},
+            {"mailbox": "b@example.com", "folder": b["inbox"], "uid": 1, "blob": shared, "size": 4},
         ]
     )
     assert store.delete("a@example.com")
     assert not store.delete("a@example.com")
     assert collections.folders.count_documents({"mailbox": "a@example.com"}) == 0
     assert collections.messages.count_documents({"mailbox": "a@example.com"}) == 0
-    assert blobs.read(shared) == b"data", "b still has a message using these bytes"
+    assert blobs.read(shared, 4) == b"data", "b still has a message using these bytes"
     with pytest.raises(KeyError):
-        blobs.read(private)
+        blobs.read(private, 4)
     assert store.domains() == {"example.com"}

@@ -2,7 +2,6 @@
 from datetime import datetime, timezone
 
 import gevent
-import gridfs
 from bson import ObjectId
 
 from mailappliance.storage.blobs import CHUNK_SIZE, BlobStore
@@ -26,10 +25,9 @@ def request_for(box, raw: bytes) -> WriteRequest:
     now = datetime.now(timezone.utc)
     return WriteRequest(
         received_at=now,
-        blobs=[(blob_id, raw, "q")],
+        blobs=[(blob_id, raw)],
         messages=[{"_id": ObjectId(), "mailbox": box["_id"], "folder": box["inbox"], "blob": blob_id, "size": len(raw)}],
         incoming={"_id": ObjectId(), "received_at": now},
-        usage=[(box["_id"], len(raw))],
     )
 
 
@@ -43,19 +41,24 @@ def test_concurrent_submissions_are_batched(collections):
     uids = sorted(m["uid"] for m in collections.messages.find({"folder": box["inbox"]}))
     assert uids == list(range(1, 61))
     assert collections.incoming.count_documents({}) == 60
-    assert mailboxes.get("a@example.com")["used_bytes"] == sum(r.size for r in requests)
+    folder = collections.folders.find_one({"_id": box["inbox"]})
+    assert (folder["messages"], folder["unseen"]) == (60, 60)
+    assert folder["bytes"] == sum(r.size for r in requests)
+    assert mailboxes.usage(["a@example.com"]) == {"a@example.com": folder["bytes"]}
 
 
-def test_large_message_is_chunked_and_readable_by_gridfs(collections):
+def test_small_message_is_one_document_large_one_is_chunked(collections):
     writer, box, blobs, _ = setup(collections)
-    raw = bytes(range(256)) * (3 * CHUNK_SIZE // 256 + 7)
-    request = request_for(box, raw)
-    writer.submit(request)
+    small = b"Subject: s\r\n\r\nx\r\n"
+    large = bytes(range(256)) * (3 * CHUNK_SIZE // 256 + 7)  # over 16 MB would work alike
+    requests = [request_for(box, small), request_for(box, large)]
+    for request in requests:
+        writer.submit(request)
     writer.stop()
-    blob_id = request.blobs[0][0]
-    assert blobs.read(blob_id) == raw
-    assert gridfs.GridFSBucket(collections.db, "raw").open_download_stream(blob_id).read() == raw
-    assert collections.raw_chunks.count_documents({"files_id": blob_id}) == 4
+    (small_id, _), (large_id, _) = requests[0].blobs[0], requests[1].blobs[0]
+    assert blobs.read(small_id, len(small)) == small
+    assert blobs.read(large_id, len(large)) == large
+    assert collections.raw.count_documents({}) == 1 + 4
 
 
 def test_insert_is_idempotent_on_retry(collections):

@@ -77,7 +77,7 @@ def test_delete_cascades_and_404(appliance, http):
     assert c.messages.count_documents({}) == 1
     assert http.delete("/api/mailboxes/User@example.com", headers=KEY).status_code == 200
     assert c.messages.count_documents({}) == 0 and c.folders.count_documents({}) == 0
-    assert c.raw_files.count_documents({}) == 0
+    assert c.raw.count_documents({}) == 0
     assert http.delete("/api/mailboxes/user@example.com", headers=KEY).status_code == 404
     with smtplib.SMTP("127.0.0.1", appliance.ports["smtp"]) as client:
         with pytest.raises(smtplib.SMTPRecipientsRefused):
