@@ -151,7 +151,6 @@ class InboundService:
         seen_mailboxes: set[str] = set()
         if local:
             blob_id = ObjectId()
-            request.blobs.append((blob_id, local_raw))
             for rcpt in local:
                 if rcpt.mailbox in seen_mailboxes:
                     continue  # the same mailbox twice gets one copy
@@ -173,9 +172,10 @@ class InboundService:
                         "structure": summary.structure,
                     }
                 )
+            request.blobs.append((blob_id, local_raw, len(request.messages)))  # one reference per copy
         if relayed:
             blob_id = ObjectId()
-            request.blobs.append((blob_id, relay_raw))
+            request.blobs.append((blob_id, relay_raw, 1))
             request.outgoing = {
                 "_id": ObjectId(),
                 "queue_id": queue_id,

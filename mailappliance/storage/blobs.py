@@ -7,12 +7,19 @@ ids are known without an index and a read is one ``_id`` lookup. Most mail fits 
 one chunk: one document and one index entry per message, which on the embedded
 server costs a quarter of GridFS's files + chunks documents and their indexes
 (shared/embedded-db.md); large mail has no 16 MB limit.
+
+The first chunk counts the references to the blob (``refs``: the mailbox copies and
+queue entries that share it), so nothing needs an index on "who uses this blob".
+:meth:`BlobStore.release` drops references and deletes a blob when none is left. A
+crash between deleting a message and releasing its blob can leak bytes, never lose
+mail.
 """
 from __future__ import annotations
 
 from typing import Iterable
 
 from bson import Binary, ObjectId
+from pymongo import UpdateOne
 
 from mailappliance.storage.mongo import Collections
 
@@ -27,12 +34,14 @@ def chunk_ids(blob_id: ObjectId, size: int) -> list[str]:
     return [f"{blob_id}/{n}" for n in range(chunk_count(size))]
 
 
-def blob_documents(blob_id: ObjectId, data: bytes) -> list[dict]:
-    """The chunk documents that store ``data``."""
-    return [
+def blob_documents(blob_id: ObjectId, data: bytes, refs: int = 1) -> list[dict]:
+    """The chunk documents that store ``data``, referenced ``refs`` times."""
+    docs = [
         {"_id": chunk_id, "data": Binary(data[n * CHUNK_SIZE : (n + 1) * CHUNK_SIZE])}
         for n, chunk_id in enumerate(chunk_ids(blob_id, len(data)))
     ]
+    docs[0]["refs"] = refs
+    return docs
 
 
 class BlobStore:
@@ -51,15 +60,22 @@ class BlobStore:
             raise ValueError(f"blob {blob_id} is damaged: {len(data)} of {size} bytes")
         return data
 
-    def delete_unreferenced(self, blobs: Iterable[tuple[ObjectId, int]]) -> int:
-        """Delete the blobs (id, size) no message and no queued email refers to any more."""
-        sizes = dict(blobs)
-        if not sizes:
+    def release(self, references: Iterable[tuple[ObjectId, int]]) -> int:
+        """Drop one reference per ``(blob id, size)`` given; delete blobs left with none.
+
+        Returns how many blobs were deleted.
+        """
+        counts: dict[tuple[ObjectId, int], int] = {}
+        for key in references:
+            counts[key] = counts.get(key, 0) + 1
+        if not counts:
             return 0
-        ids = list(sizes)
-        used = set(self.c.messages.distinct("blob", {"blob": {"$in": ids}}))
-        used |= set(self.c.outgoing.distinct("blob", {"blob": {"$in": ids}}))
-        unused = [i for i in ids if i not in used]
+        ops = [UpdateOne({"_id": f"{blob_id}/0"}, {"$inc": {"refs": -n}}) for (blob_id, _), n in counts.items()]
+        self.c.raw.bulk_write(ops, ordered=False)
+        sizes = {blob_id: size for blob_id, size in counts}
+        first_chunks = [f"{blob_id}/0" for blob_id in sizes]
+        unused = [doc["_id"][:-2] for doc in self.c.raw.find({"_id": {"$in": first_chunks}, "refs": {"$lte": 0}}, {"_id": 1})]
         if unused:
-            self.c.raw.delete_many({"_id": {"$in": [c for i in unused for c in chunk_ids(i, sizes[i])]}})
+            doomed = [c for hex_id in unused for c in chunk_ids(ObjectId(hex_id), sizes[ObjectId(hex_id)])]
+            self.c.raw.delete_many({"_id": {"$in": doomed}})
         return len(unused)

@@ -21,9 +21,9 @@ class IncomingStore:
         self.c = collections
 
     def page(self, page: int, limit: int, filters: Optional[dict] = None) -> tuple[list[dict], int]:
-        """Newest first; ``total`` is exact when filtered, else the collection's count."""
+        """Newest first (by ``_id``, made at receipt); ``total`` is exact when filtered."""
         query = filters or {}
-        cursor = self.c.incoming.find(query).sort("received_at", -1).skip((page - 1) * limit).limit(limit)
+        cursor = self.c.incoming.find(query).sort("_id", -1).skip((page - 1) * limit).limit(limit)
         items = list(cursor)
         total = self.c.incoming.count_documents(query) if query else self.c.incoming.estimated_document_count()
         return items, total

@@ -107,11 +107,11 @@ class MailboxStore:
             return False
         folder_ids = [f["_id"] for f in self.c.folders.find({"mailbox": address}, {"_id": 1})]
         in_folders = {"folder": {"$in": folder_ids}}  # served by the {folder, uid} index
-        blobs = {(m["blob"], m["size"]) for m in self.c.messages.find(in_folders, {"blob": 1, "size": 1})}
+        blobs = [(m["blob"], m["size"]) for m in self.c.messages.find(in_folders, {"blob": 1, "size": 1})]
         self.c.messages.delete_many(in_folders)
         self.c.folders.delete_many({"mailbox": address})
         self.folders.forget(folder_ids)
         deleted = self.c.mailboxes.delete_one({"_id": address}).deleted_count == 1
         self._forget(address)
-        self.blobs.delete_unreferenced(blobs)
+        self.blobs.release(blobs)
         return deleted

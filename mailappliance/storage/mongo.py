@@ -61,13 +61,12 @@ INDEXES = {
     "folders": [IndexModel([("mailbox", ASCENDING), ("name", ASCENDING)], unique=True)],
     "messages": [
         IndexModel([("folder", ASCENDING), ("uid", ASCENDING)], unique=True),
-        IndexModel([("folder", ASCENDING), ("modseq", ASCENDING)]),
-        IndexModel([("blob", ASCENDING)]),
+        IndexModel([("folder", ASCENDING), ("modseq", ASCENDING)]),  # CONDSTORE CHANGEDSINCE
     ],
-    "incoming_emails": [IndexModel([("received_at", DESCENDING)]), IndexModel([("queue_id", ASCENDING)])],
+    # incoming_emails: _id is the queue id, an ObjectId made at receipt, so it is
+    # also the time order; every secondary index costs each delivery (see blobs.py).
     "emails": [
         IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)]),
-        IndexModel([("blob", ASCENDING)]),
         IndexModel([("created_at", DESCENDING)]),
     ],
     # raw_messages needs only its _id index ("<blob>/<n>").

@@ -49,7 +49,7 @@ class WriteRequest:
     """Everything one received message writes."""
 
     received_at: datetime
-    blobs: list[tuple[ObjectId, bytes]] = field(default_factory=list)
+    blobs: list[tuple[ObjectId, bytes, int]] = field(default_factory=list)  # (id, bytes, references)
     messages: list[dict] = field(default_factory=list)  # need "folder"; get "uid"/"modseq"
     outgoing: Optional[dict] = None
     incoming: Optional[dict] = None
@@ -57,7 +57,7 @@ class WriteRequest:
 
     @property
     def size(self) -> int:
-        return sum(len(raw) for _, raw in self.blobs)
+        return sum(len(raw) for _, raw, _ in self.blobs)
 
 
 _STOP = object()
@@ -141,7 +141,7 @@ class DeliveryWriter:
         leaves only unreferenced bytes, never a message without its content; batches
         never overlap, so a folder's messages become visible in UID order.
         """
-        chunks = [doc for request in batch for blob_id, raw in request.blobs for doc in blob_documents(blob_id, raw)]
+        chunks = [doc for request in batch for blob_id, raw, refs in request.blobs for doc in blob_documents(blob_id, raw, refs)]
         unsynced = _without_journal_wait(self.c.raw.write_concern)
         raw_write = gevent.spawn(_insert_idempotent, self.c.raw, chunks, unsynced)
         try:

@@ -17,8 +17,8 @@ def test_create_duplicate_and_delete_cascade(collections):
         store.create("a@example.com", "h")
     assert collections.folders.count_documents({"mailbox": "a@example.com"}) == 5
     shared, private = ObjectId(), ObjectId()
-    for blob in (shared, private):
-        collections.raw.insert_many(blob_documents(blob, b"data"))
+    collections.raw.insert_many(blob_documents(shared, b"data", refs=2))
+    collections.raw.insert_many(blob_documents(private, b"data", refs=1))
     collections.messages.insert_many(
         [
             {"mailbox": "a@example.com", "folder": a["inbox"], "uid": 1, "blob": shared, "size": 4},
@@ -34,3 +34,17 @@ def test_create_duplicate_and_delete_cascade(collections):
     with pytest.raises(KeyError):
         blobs.read(private, 4)
     assert store.domains() == {"example.com"}
+
+
+def test_release_counts_references_across_chunks(collections):
+    from mailappliance.storage.blobs import CHUNK_SIZE
+
+    blobs = BlobStore(collections)
+    big = ObjectId()
+    data = b"x" * (CHUNK_SIZE * 2 + 5)
+    collections.raw.insert_many(blob_documents(big, data, refs=3))
+    assert blobs.release([(big, len(data)), (big, len(data))]) == 0
+    assert blobs.read(big, len(data)) == data
+    assert blobs.release([(big, len(data))]) == 1
+    assert collections.raw.count_documents({}) == 0
+    assert blobs.release([]) == 0

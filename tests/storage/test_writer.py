@@ -25,7 +25,7 @@ def request_for(box, raw: bytes) -> WriteRequest:
     now = datetime.now(timezone.utc)
     return WriteRequest(
         received_at=now,
-        blobs=[(blob_id, raw)],
+        blobs=[(blob_id, raw, 1)],
         messages=[{"_id": ObjectId(), "mailbox": box["_id"], "folder": box["inbox"], "blob": blob_id, "size": len(raw)}],
         incoming={"_id": ObjectId(), "received_at": now},
     )
@@ -55,7 +55,7 @@ def test_small_message_is_one_document_large_one_is_chunked(collections):
     for request in requests:
         writer.submit(request)
     writer.stop()
-    (small_id, _), (large_id, _) = requests[0].blobs[0], requests[1].blobs[0]
+    (small_id, _, _), (large_id, _, _) = requests[0].blobs[0], requests[1].blobs[0]
     assert blobs.read(small_id, len(small)) == small
     assert blobs.read(large_id, len(large)) == large
     assert collections.raw.count_documents({}) == 1 + 4
