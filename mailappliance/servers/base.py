@@ -70,12 +70,24 @@ class Connection:
         """Tell an idle client the server is going away (protocol-specific)."""
 
     def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        send_all(self.sock, data)
 
     def start_tls(self, context: ssl.SSLContext) -> None:
         self.sock.settimeout(TLS_HANDSHAKE_TIMEOUT)
         self.sock = context.wrap_socket(self.sock, server_side=True)
         self.server.stats.tls_sessions += 1
+
+
+def send_all(sock: socket.socket, data: bytes) -> None:
+    """``sendall`` for short protocol replies.
+
+    gevent's ``sendall`` asks the kernel for SO_SNDBUF on every call to size its
+    chunks; a reply of a few lines fits in one ``send``, so loop on that instead.
+    """
+    view = memoryview(data)
+    while view:
+        sent = sock.send(view)
+        view = view[sent:]
 
 
 class LineServer:

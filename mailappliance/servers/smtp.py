@@ -54,7 +54,7 @@ class SmtpConnection(Connection):
 
     def say_goodbye(self) -> None:
         self.sock.settimeout(5)
-        self.sock.sendall(S.SHUTTING_DOWN.encode())
+        self.send(S.SHUTTING_DOWN.encode())
 
     # ------------------------------------------------------------------ loop
     def serve(self) -> None:
@@ -100,7 +100,7 @@ class SmtpConnection(Connection):
         if self._out:
             data = b"".join(self._out)
             self._out.clear()
-            self.sock.sendall(data)
+            self.send(data)
 
     def _run(self, actions: list[Action]) -> bool:
         """Carry out ``actions``; True when the connection must end."""
