@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Optional, Protocol, Sequence, Union
@@ -20,6 +21,9 @@ from mailappliance.protocol.lines import DataError, DataResult
 from mailappliance.protocol.received import received_header
 from mailappliance.protocol.replies import Reply, S
 from mailappliance.settings import AUTH_LINE_LIMIT, COMMAND_LINE_LIMIT
+
+
+log = logging.getLogger("mailappliance.smtp")
 
 
 # ----------------------------------------------------------------------------- actions
@@ -261,6 +265,7 @@ class SmtpSession:
                 DataError.BARE_LINE_ENDING: S.BARE_LINE_ENDING,
                 DataError.LINE_TOO_LONG: S.DATA_LINE_TOO_LONG,
             }[result.error]
+            self._log_reject("DATA", reply, ",".join(r.address for r in envelope.recipients), envelope)
             return self._per_recipient(envelope, reply)
         assert result.message is not None
         queue_id = self.new_queue_id()
@@ -322,6 +327,15 @@ class SmtpSession:
 
     def _per_recipient(self, envelope: Envelope, reply: Reply) -> list[Action]:
         return [reply]
+
+    def _log_reject(self, stage: str, reply: Reply, to: str, envelope: Optional[Envelope] = None) -> None:
+        """A Postfix-style ``NOQUEUE: reject`` line for a refused recipient or message."""
+        envelope = envelope or self.envelope
+        log.info(
+            "NOQUEUE: reject: %s from [%s]:%d port=%d: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
+            stage, self.peer.ip, self.peer.port, self.peer.local_port, reply,
+            envelope.mail_from, to, self.protocol_name, self.helo,
+        )
 
     def _error(self, reply: Reply) -> list[Action]:
         return self._count([reply])
@@ -435,6 +449,7 @@ class SmtpSession:
         except BackendUnavailable:
             return [S.LOOKUP_FAILED]
         if isinstance(verdict, Reply):
+            self._log_reject("RCPT", verdict, address.address)
             return [verdict]
         self.envelope.recipients.append(verdict)
         self.state = _State.RCPT

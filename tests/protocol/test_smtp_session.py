@@ -311,3 +311,16 @@ def test_session_stays_busy_while_the_backend_stores():
     send_data(session, b"x\r\n.\r\n")
     assert seen == [True]
     assert not session.in_transaction
+
+
+def test_refusals_are_logged_like_postfix(caplog):
+    caplog.set_level("INFO", logger="mailappliance.smtp")
+    session, _ = make()
+    one(session, "EHLO c.example")
+    one(session, "MAIL FROM:<a@b.example>")
+    one(session, "RCPT TO:<victim@elsewhere.example>")
+    [record] = caplog.records
+    assert record.getMessage() == (
+        "NOQUEUE: reject: RCPT from [192.0.2.7]:40000 port=25: 554 5.7.1 Relay access denied; "
+        "from=<a@b.example> to=<victim@elsewhere.example> proto=ESMTP helo=<c.example>"
+    )

@@ -5,8 +5,7 @@ from flask_restx import Namespace, Resource, fields
 
 from mailappliance.storage.incoming import IncomingStore, parse_id
 from mailappliance.web.serialize import jsonable
-
-PAGE_LIMIT_MAX = 500
+from mailappliance.web.pagination import page_and_limit, paging_parser
 
 
 def namespace(store: IncomingStore) -> Namespace:
@@ -51,9 +50,7 @@ def namespace(store: IncomingStore) -> Namespace:
         },
     )
     message = ns.model("IncomingMessage", {"message": fields.String})
-    paging = ns.parser()
-    paging.add_argument("page", type=int, default=1, location="args")
-    paging.add_argument("limit", type=int, default=50, location="args")
+    paging = paging_parser(ns, default_limit=50)
     paging.add_argument("source", type=str, choices=("smtp", "lmtp"), location="args")
 
     @ns.route("")
@@ -63,8 +60,7 @@ def namespace(store: IncomingStore) -> Namespace:
         def get(self):
             """List received messages, newest first."""
             args = paging.parse_args()
-            page = max(1, args["page"] or 1)
-            limit = min(max(1, args["limit"] or 50), PAGE_LIMIT_MAX)
+            page, limit = page_and_limit(args, 50)
             filters = {"source": args["source"]} if args.get("source") else None
             items, total = store.page(page, limit, filters)
             return {"emails": jsonable(items), "total": total, "page": page, "limit": limit, "pages": -(-total // limit)}

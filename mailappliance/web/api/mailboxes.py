@@ -5,8 +5,7 @@ from flask import request
 from flask_restx import Namespace, Resource, fields
 
 from mailappliance.services.mailbox_admin import Conflict, Forbidden, InvalidRequest, MailboxAdmin, NotFound
-
-PAGE_LIMIT_MAX = 500
+from mailappliance.web.pagination import page_and_limit, paging_parser
 
 
 def namespace(admin: MailboxAdmin) -> Namespace:
@@ -46,9 +45,7 @@ def namespace(admin: MailboxAdmin) -> Namespace:
         },
     )
     message = ns.model("Message", {"message": fields.String})
-    paging = ns.parser()
-    paging.add_argument("page", type=int, default=1, location="args")
-    paging.add_argument("limit", type=int, default=100, location="args")
+    paging = paging_parser(ns, default_limit=100)
 
     def body() -> dict:
         data = request.get_json(silent=True)
@@ -85,8 +82,7 @@ def namespace(admin: MailboxAdmin) -> Namespace:
         def get(self):
             """List mailboxes, sorted by address."""
             args = paging.parse_args()
-            page = max(1, args["page"] or 1)
-            limit = min(max(1, args["limit"] or 100), PAGE_LIMIT_MAX)
+            page, limit = page_and_limit(args, 100)
             items, total = admin.list(page, limit)
             return {"mailboxes": items, "total": total, "page": page, "limit": limit}
 
