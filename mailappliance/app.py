@@ -21,6 +21,8 @@ import gevent
 from bson import ObjectId
 from gevent.event import Event
 from gevent.pywsgi import WSGIServer
+from pymongo import MongoClient
+from pymongo.database import Database
 
 from mailappliance.protocol.lmtp import LmtpSession
 from mailappliance.protocol.replies import S
@@ -104,8 +106,13 @@ class Appliance:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.embedded: Optional[EmbeddedDatabase] = None
-        self.client = None
-        self.db = None
+        self.client: Optional[MongoClient] = None
+        self.db: Optional[Database] = None
+        self.stores: Stores
+        self.domains: LocalDomains
+        self.authenticator: Authenticator
+        self.inbound: InboundService
+        self.admin: MailboxAdmin
         self.servers: list[LineServer] = []
         self.http: list[tuple[str, WSGIServer]] = []
         self.writer: Optional[DeliveryWriter] = None

@@ -72,7 +72,7 @@ class MailboxAdmin:
         return public(doc, 0)
 
     def list(self, page: int = 1, limit: int = 100) -> tuple[list[dict], int]:
-        docs = self.store.list((page - 1) * limit, limit)
+        docs = self.store.page((page - 1) * limit, limit)
         used = self.store.usage([d["_id"] for d in docs])
         return [public(d, used.get(d["_id"], 0)) for d in docs], self.store.count()
 

@@ -133,14 +133,17 @@ def structure(msg: Message, depth: int = 0) -> dict:
         params = {k.lower(): _raw(v) for k, v in (msg.get_params(header="content-disposition") or [])[1:]}
         node["disposition"] = [kind, params]
     if msg.is_multipart() and depth < MAX_DEPTH:
-        payload = msg.get_payload()
-        if maintype == "message" and payload:
-            inner = payload[0]
+        parts: list[Message] = [p for p in msg.get_payload() if isinstance(p, Message)]
+        if maintype == "message" and parts:
+            inner = parts[0]
             node["message"] = {"envelope": envelope(inner), "structure": structure(inner, depth + 1)}
-            node["size"] = len(inner.as_bytes()) if hasattr(inner, "as_bytes") else 0
-            node["lines"] = 0
+            # The parser keeps no octet offsets and re-serialising may change bytes, so
+            # the exact size and line count of an encapsulated message are left to
+            # whoever reads the raw bytes (IMAP BODYSTRUCTURE), rather than guessed.
+            node["size"] = None
+            node["lines"] = None
         else:
-            node["parts"] = [structure(part, depth + 1) for part in payload]
+            node["parts"] = [structure(part, depth + 1) for part in parts]
         return node
     body = msg.get_payload()
     octets = _octets(body) if isinstance(body, str) else b""

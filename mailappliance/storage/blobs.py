@@ -16,7 +16,7 @@ mail.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from bson import Binary, ObjectId
 from pymongo import UpdateOne
@@ -36,7 +36,7 @@ def chunk_ids(blob_id: ObjectId, size: int) -> list[str]:
 
 def blob_documents(blob_id: ObjectId, data: bytes, refs: int = 1) -> list[dict]:
     """The chunk documents that store ``data``, referenced ``refs`` times."""
-    docs = [
+    docs: list[dict[str, Any]] = [
         {"_id": chunk_id, "data": Binary(data[n * CHUNK_SIZE : (n + 1) * CHUNK_SIZE])}
         for n, chunk_id in enumerate(chunk_ids(blob_id, len(data)))
     ]

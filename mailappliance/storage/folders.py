@@ -91,7 +91,7 @@ class FolderStore:
     def get(self, mailbox: str, name: str) -> Optional[dict]:
         return self.c.folders.find_one({"mailbox": mailbox, "name": name})
 
-    def list(self, mailbox: str) -> list[dict]:
+    def of_mailbox(self, mailbox: str) -> list[dict]:
         return list(self.c.folders.find({"mailbox": mailbox}).sort("name", 1))
 
     def reserve(self, folder_id: ObjectId, count: int, size: int = 0, unseen: int = 0) -> Reservation:

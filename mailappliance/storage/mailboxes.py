@@ -80,7 +80,7 @@ class MailboxStore:
     def _forget(self, address: str) -> None:
         self._lookups.pop(address, None)
 
-    def list(self, skip: int = 0, limit: int = 100) -> list[dict]:
+    def page(self, skip: int = 0, limit: int = 100) -> list[dict]:
         cursor = self.c.mailboxes.find({}, PUBLIC_FIELDS).sort("_id", 1).skip(skip).limit(limit)
         return list(cursor)
 

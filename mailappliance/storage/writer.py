@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Optional
+from typing import Optional
 
 import gevent
 from gevent.event import AsyncResult
@@ -158,15 +158,11 @@ class DeliveryWriter:
         # Sequential, unsynced, except the last write: the journal is sequential, so
         # once the last write is journaled every earlier one is too (one sync per
         # batch; concurrent journaled writes cost the embedded server far more).
-        steps: list[Callable[[Optional[WriteConcern]], None]] = [
-            lambda wc, c=collection, d=docs: _insert_idempotent(c, d, wc)
-            for collection, docs in ((self.c.messages, messages), (self.c.outgoing, outgoing), (self.c.incoming, incoming))
-            if docs
-        ]
-        for step in steps[:-1]:
-            step(unsynced)
-        if steps:
-            steps[-1](None)
+        writes = [(c, d) for c, d in ((self.c.messages, messages), (self.c.outgoing, outgoing), (self.c.incoming, incoming)) if d]
+        for collection, documents in writes[:-1]:
+            _insert_idempotent(collection, documents, unsynced)
+        if writes:
+            _insert_idempotent(*writes[-1])  # journaled: makes the whole batch durable
         return ready
 
     def _fail(self, batch: list[WriteRequest], exc: Exception, progress: Optional[dict] = None) -> None:

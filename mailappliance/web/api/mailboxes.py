@@ -49,9 +49,10 @@ def namespace(admin: MailboxAdmin) -> Namespace:
 
     def body() -> dict:
         data = request.get_json(silent=True)
-        if not isinstance(data, dict):
-            ns.abort(400, "send a JSON object (Content-Type: application/json)")
-        return data
+        if isinstance(data, dict):
+            return data
+        ns.abort(400, "send a JSON object (Content-Type: application/json)")
+        raise AssertionError("abort raises")
 
     def run(fn, *args):
         try:
