@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import os
 import secrets
 import signal
@@ -47,6 +48,7 @@ from mailappliance.web import create_api_app, create_mailbox_app
 log = logging.getLogger("mailappliance")
 
 WEAK_API_KEYS = {"", "changeme"}
+_API_KEY_IN_QUERY = re.compile(r"([?&]api_key=)[^&\s\"]*")
 
 
 class StartupError(RuntimeError):
@@ -133,7 +135,7 @@ class Appliance:
         stores = self.stores = Stores.over(Collections(self.db))
         self.domains = LocalDomains(s.allowed_domains, stores.mailboxes.domains)
         self.authenticator = Authenticator(stores.mailboxes.get)
-        self.writer = DeliveryWriter(stores.collections, stores.folders, stores.mailboxes)
+        self.writer = DeliveryWriter(stores.collections, stores.folders)
         self.writer.start()
         self.inbound = InboundService(stores.mailboxes, self.domains, self.authenticator, self.writer, s.mailbox_quota)
         self.admin = MailboxAdmin(stores.mailboxes, self.domains, self.authenticator, s.mailbox_quota)
@@ -213,6 +215,8 @@ class Appliance:
             implicit_tls=tls if implicit else None,
             starttls=not implicit and tls is not None,
             max_connections=s.max_connections,
+            max_per_ip=s.max_connections_per_ip,
+            exempt=s.is_relay_client,
             refusal=S.TOO_MANY_CONNECTIONS.encode(),
         )
 
@@ -236,7 +240,11 @@ class Appliance:
             self.servers.append(server)
 
     def health_problem(self) -> Optional[str]:
-        return ping(self.db) if self.db is not None else "not started"
+        if self.db is None:
+            return "not started"
+        if self.writer is None or not self.writer.alive:
+            return "the delivery writer is not running"
+        return ping(self.db)
 
     def _start_http(self) -> None:
         s = self.settings
@@ -293,7 +301,7 @@ class _LogWriter:
         self.level = level
 
     def write(self, text: str) -> None:
-        text = text.strip()
+        text = _API_KEY_IN_QUERY.sub(r"\1***", text.strip())
         if text:
             self.logger.log(self.level, "%s", text)
 

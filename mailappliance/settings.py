@@ -18,6 +18,7 @@ COMMAND_LINE_LIMIT = 512
 TEXT_LINE_LIMIT = 1000
 # RFC 4954 §4: an AUTH line (with its initial response) may be up to 12288 octets.
 AUTH_LINE_LIMIT = 12288
+MIN_API_KEY_LENGTH = 16
 
 
 class SettingsError(ValueError):
@@ -73,6 +74,7 @@ class Settings:
     max_bad_commands: int = 20
     smtp_idle_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7: five minutes
     max_connections: int = 1000
+    max_connections_per_ip: int = 50  # RELAY_NETWORKS are exempt; 0 = no limit
     mailbox_quota: int = 0  # default per-mailbox quota in bytes; 0 means unlimited
     shutdown_timeout: float = 30.0
     # Storage
@@ -183,6 +185,7 @@ class Settings:
             max_bad_commands=int(number(20, "SMTP_MAX_BAD_COMMANDS")),
             smtp_idle_timeout=float(number(300.0, "SMTP_IDLE_TIMEOUT", float)),
             max_connections=int(number(1000, "MAX_CONNECTIONS")),
+            max_connections_per_ip=int(number(50, "MAX_CONNECTIONS_PER_IP")),
             mailbox_quota=int(number(0, "MAILBOX_QUOTA")),
             shutdown_timeout=float(number(30.0, "SHUTDOWN_TIMEOUT", float)),
             mongodb_url=get("MONGODB_URL") or "embedded",
@@ -194,6 +197,11 @@ class Settings:
         )
         if s.max_recipients < 1:
             raise SettingsError("SMTP_MAX_RECIPIENTS must be at least 1")
+        if s.mailbox_api_key not in ("", "changeme") and len(s.mailbox_api_key) < MIN_API_KEY_LENGTH:
+            raise SettingsError(
+                f"MAILBOX_API_KEY must be at least {MIN_API_KEY_LENGTH} characters "
+                "(or unset, to have a random one generated)"
+            )
         if s.max_email_size < 1024:
             raise SettingsError("MAX_EMAIL_SIZE must be at least 1024 bytes")
         return s

@@ -48,3 +48,25 @@ def test_tls_files_fall_back_to_generic():
     s = Settings.from_env({"TLS_KEY": "/k", "TLS_CERT": "/c", "LMTP_SSL_KEY": "/lk", "LMTP_SSL_CERT": "/lc"})
     assert (s.smtp_tls.key, s.smtp_tls.cert) == ("/k", "/c")
     assert (s.lmtp_tls.key, s.lmtp_tls.cert) == ("/lk", "/lc")
+
+
+def test_short_api_key_is_refused_but_unset_or_changeme_means_generate():
+    with pytest.raises(SettingsError, match="at least 16"):
+        Settings.from_env({"MAILBOX_API_KEY": "secret"})
+    assert Settings.from_env({"MAILBOX_API_KEY": "changeme"}).mailbox_api_key == "changeme"
+    assert Settings.from_env({}).max_connections_per_ip == 50
+
+
+def test_access_log_redacts_the_api_key():
+    import logging
+
+    from mailappliance.app import _LogWriter
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("test.access")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    _LogWriter(logger).write('127.0.0.1 - - "GET /api/mailboxes?page=2&api_key=s3cr3t-key-0123456 HTTP/1.1" 200\n')
+    assert "s3cr3t" not in records[0].getMessage() and "api_key=***" in records[0].getMessage()

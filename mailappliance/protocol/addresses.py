@@ -125,6 +125,10 @@ def parse_path(argument: str, keyword: str, allow_null: bool) -> tuple[Optional[
         if allow_null:
             return None, params
         raise AddressError("null path not allowed here")
+    if keyword == "TO" and path.lower() == "postmaster":
+        # RFC 5321 §4.1.1.3: <Postmaster> without a domain must be accepted;
+        # the backend delivers it to postmaster@ the primary local domain.
+        return Address("postmaster", ""), params
     route = _SOURCE_ROUTE.match(path)
     if route:
         path = path[route.end() :]

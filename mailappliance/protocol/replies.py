@@ -98,6 +98,7 @@ class S:
         550, "5.6.0 Message has a bare LF or CR; lines must end with CRLF (RFC 5321 section 2.3.8)"
     )
     NEED_SMTPUTF8 = Reply.of(553, "5.6.7 Non-ASCII address requires the SMTPUTF8 parameter")
+    UNSTORABLE = Reply.of(554, "5.6.0 Message structure cannot be stored (too complex or malformed)")
 
     # 5xx: policy
     AUTH_REQUIRED = Reply.of(530, "5.7.0 Authentication required")

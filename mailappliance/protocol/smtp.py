@@ -233,6 +233,7 @@ class SmtpSession:
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
+            self._auth_step = None  # a garbled AUTH response ends the exchange
             return self._error(S.BAD_ENCODING)
         if self._auth_step is not None:
             return self._count(self._auth_continue(text))
@@ -417,7 +418,9 @@ class SmtpSession:
         if address is not None and not address.is_ascii and not smtputf8:
             return [S.NEED_SMTPUTF8]
         sender = "" if address is None else address.address
-        if self.authenticated_as is not None and sender.lower() != self.authenticated_as.lower():
+        # An authenticated user sends as itself, or with the null sender that
+        # auto-replies and read receipts use (RFC 3834 §3.3, RFC 8098 §2.1).
+        if self.authenticated_as is not None and sender and sender.lower() != self.authenticated_as.lower():
             return [S.SENDER_NOT_OWNED]
         self.envelope = Envelope(
             helo=self.helo, mail_from=sender, mail_params=params, smtputf8=smtputf8, size_hint=size_hint

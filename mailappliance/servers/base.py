@@ -57,6 +57,7 @@ class Connection:
         self.sock = sock
         self.address = address
         self.greenlet: Optional[gevent.Greenlet] = None
+        self.told_to_close = False
 
     @property
     def busy(self) -> bool:
@@ -104,10 +105,15 @@ class LineServer:
         implicit_tls: Optional[ssl.SSLContext] = None,
         starttls: bool = False,
         max_connections: int = 1000,
+        max_per_ip: int = 0,
+        exempt: Callable[[str], bool] = lambda ip: False,
         refusal: bytes = b"",
     ) -> None:
         self.name = name
         self.refusal = refusal
+        self.max_per_ip = max_per_ip
+        self.exempt = exempt
+        self._per_ip: dict[str, int] = {}
         self.host = host
         self.connection_factory = connection_factory
         self.implicit_tls = implicit_tls
@@ -128,10 +134,24 @@ class LineServer:
         log.info("%s listening on %s:%d%s", self.name, self.host, self.port, " (TLS)" if self.implicit_tls else "")
 
     def _handle(self, sock: socket.socket, address: tuple) -> None:
-        if self.stopping or len(self.connections) >= self.max_connections:
+        ip = address[0]
+        if self.stopping or len(self.connections) >= self.max_connections or self._ip_over_limit(ip):
             self.stats.rejected_connections += 1
             self._refuse(sock)
             return
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        try:
+            self._serve(sock, address)
+        finally:
+            left = self._per_ip.pop(ip, 1) - 1
+            if left:
+                self._per_ip[ip] = left
+
+    def _ip_over_limit(self, ip: str) -> bool:
+        """Like Postfix's smtpd_client_connection_count_limit; RELAY_NETWORKS are exempt."""
+        return bool(self.max_per_ip) and self._per_ip.get(ip, 0) >= self.max_per_ip and not self.exempt(ip)
+
+    def _serve(self, sock: socket.socket, address: tuple) -> None:
         connection = self.connection_factory(self, sock, address)
         connection.greenlet = gevent.getcurrent()  # type: ignore[assignment]
         self.connections.add(connection)
@@ -180,7 +200,8 @@ class LineServer:
 
     def close_idle(self) -> None:
         for connection in list(self.connections):
-            if not connection.busy and connection.greenlet is not None:
+            if not connection.busy and not connection.told_to_close and connection.greenlet is not None:
+                connection.told_to_close = True  # once: a second kill would hit its goodbye
                 connection.greenlet.kill(ShuttingDown, block=False)
 
     def kill_all(self) -> None:

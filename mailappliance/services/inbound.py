@@ -24,7 +24,7 @@ from mailappliance.services.auth import Authenticator
 from mailappliance.services.domains import LocalDomains
 from mailappliance.services.mime import MessageSummary, summarize
 from mailappliance.storage.mailboxes import MailboxStore
-from mailappliance.storage.writer import DeliveryWriter, WriteFailed, WriteRequest
+from mailappliance.storage.writer import DeliveryWriter, MessageUnstorable, WriteFailed, WriteRequest
 
 log = logging.getLogger("mailappliance.delivery")
 
@@ -120,17 +120,28 @@ class InboundService:
 
         summary = summarize(transaction.message)
         request = self._build_request(transaction, accepted, local_raw, relay_raw, summary)
+        request.all_or_nothing = not per_recipient
         try:
             self.writer.submit(request)
-        except (WriteFailed, PyMongoError, TimeoutError) as exc:
+        except MessageUnstorable as exc:
+            log.warning("%s: refused: %s", transaction.queue_id, exc)
+            self._log(transaction, "refused", S.UNSTORABLE, started)
+            return [S.UNSTORABLE] * (len(recipients) if per_recipient else 1)
+        except (WriteFailed, PyMongoError) as exc:
             log.error("%s: storing failed: %s", transaction.queue_id, exc)
             self._log(transaction, "deferred", S.STORAGE_FAILED, started)
             return [S.STORAGE_FAILED] * (len(recipients) if per_recipient else 1)
 
-        self._log(transaction, "stored", None, started, local=len(request.messages), relayed=len(accepted) - sum(1 for r in accepted if r.is_local))
+        stored_local = len(request.messages)
+        self._log(transaction, "stored", None, started, local=stored_local, relayed=sum(1 for r in accepted if not r.is_local))
         if not per_recipient:
             return [S.queued(transaction.queue_id)]
-        return [v if v is not None else S.delivered(r.address, transaction.queue_id) for r, v in zip(recipients, verdicts)]
+        replies = []
+        for rcpt, verdict in zip(recipients, verdicts):
+            if verdict is None and rcpt.mailbox in request.dropped:
+                verdict = S.NO_SUCH_USER  # deleted between RCPT and the end of DATA
+            replies.append(verdict if verdict is not None else S.delivered(rcpt.address, transaction.queue_id))
+        return replies
 
     # ------------------------------------------------------------------ documents
     def _build_request(

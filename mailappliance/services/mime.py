@@ -21,6 +21,10 @@ log = logging.getLogger("mailappliance.mime")
 
 _PARSER = BytesParser(policy=policy.compat32)
 MAX_DEPTH = 20  # nested multiparts deeper than this are summarised as opaque
+# Past these, the stdlib parser would spend seconds and hundreds of MB on one hostile
+# message while the hub waits; such mail is stored with an opaque structure instead.
+MAX_BOUNDARY_LINES = 1000  # lines starting with "--": an upper bound on MIME parts
+MAX_HEADER_LINES = 5000
 
 
 @dataclass
@@ -112,26 +116,35 @@ def _octets(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
+def _optional(value: Any) -> Optional[str]:
+    return None if value is None else _raw(value)
+
+
+def _params(msg: Message, header: str) -> list[list[str]]:
+    """Parameters as ``[name, value]`` pairs: names come from the sender, and a name
+    may hold characters (NUL, '.', '$') that cannot be a MongoDB field name."""
+    return [[_raw(k).lower(), _raw(v)] for k, v in (msg.get_params(header=header) or [])[1:]]
+
+
 def structure(msg: Message, depth: int = 0) -> dict:
     """One MIME part as a tree node; sizes count octets of the encoded body."""
-    maintype = msg.get_content_maintype()
+    maintype = _raw(msg.get_content_maintype())
     node: dict[str, Any] = {
         "type": maintype,
-        "subtype": msg.get_content_subtype(),
-        "params": {k.lower(): _raw(v) for k, v in (msg.get_params() or [])[1:]},
-        "id": msg.get("Content-ID"),
-        "description": msg.get("Content-Description"),
-        "encoding": (msg.get("Content-Transfer-Encoding") or "7bit").strip().lower(),
-        "md5": msg.get("Content-MD5"),
+        "subtype": _raw(msg.get_content_subtype()),
+        "params": _params(msg, "content-type"),
+        "id": _optional(msg.get("Content-ID")),
+        "description": _optional(msg.get("Content-Description")),
+        "encoding": _raw(msg.get("Content-Transfer-Encoding") or "7bit").strip().lower(),
+        "md5": _optional(msg.get("Content-MD5")),
         "disposition": None,
-        "language": msg.get("Content-Language"),
-        "location": msg.get("Content-Location"),
+        "language": _optional(msg.get("Content-Language")),
+        "location": _optional(msg.get("Content-Location")),
     }
     disposition = msg.get("Content-Disposition")
     if disposition:
-        kind = disposition.split(";", 1)[0].strip().lower()
-        params = {k.lower(): _raw(v) for k, v in (msg.get_params(header="content-disposition") or [])[1:]}
-        node["disposition"] = [kind, params]
+        kind = _raw(disposition).split(";", 1)[0].strip().lower()
+        node["disposition"] = [kind, _params(msg, "content-disposition")]
     if msg.is_multipart() and depth < MAX_DEPTH:
         parts: list[Message] = [p for p in msg.get_payload() if isinstance(p, Message)]
         if maintype == "message" and parts:
@@ -168,7 +181,7 @@ def _attachments(msg: Message) -> list[dict]:
         found.append(
             {
                 "filename": decode_text(filename) if filename else None,
-                "contentType": part.get_content_type(),
+                "contentType": _raw(part.get_content_type()),
                 "size": len(payload),
             }
         )
@@ -191,8 +204,36 @@ def _single_part(raw: bytes) -> Optional[Message]:
     return msg
 
 
+def _too_complex(raw: bytes) -> Optional[str]:
+    header_end = raw.find(b"\r\n\r\n")
+    header = raw if header_end < 0 else raw[:header_end]
+    if header.count(b"\n") > MAX_HEADER_LINES:
+        return f"more than {MAX_HEADER_LINES} header lines"
+    if raw.count(b"\n--") > MAX_BOUNDARY_LINES:
+        return f"more than {MAX_BOUNDARY_LINES} MIME boundary lines"
+    return None
+
+
+def _opaque(raw: bytes, reason: str) -> MessageSummary:
+    """A summary that does not parse the body: for mail too complex to parse safely."""
+    log.warning("message of %d bytes not parsed (%s); storing it with an opaque structure", len(raw), reason)
+    end = raw.find(b"\r\n\r\n")
+    body = raw[end + 4 :] if end >= 0 else raw
+    return MessageSummary(
+        structure={
+            "type": "application", "subtype": "octet-stream", "params": [], "id": None, "description": None,
+            "encoding": "7bit", "md5": None, "disposition": None, "language": None, "location": None,
+            "size": len(body), "lines": body.count(b"\n"), "opaque": reason,
+        },
+        defects=1,
+    )
+
+
 def summarize(raw: bytes) -> MessageSummary:
-    """Parse ``raw`` once; never raises."""
+    """Parse ``raw`` once; never raises, and never spends unbounded time on hostile mail."""
+    reason = _too_complex(raw)
+    if reason is not None:
+        return _opaque(raw, reason)
     try:
         msg = _single_part(raw) or _PARSER.parsebytes(raw)
         return MessageSummary(
@@ -207,5 +248,4 @@ def summarize(raw: bytes) -> MessageSummary:
             defects=sum(len(part.defects) for part in msg.walk()),
         )
     except Exception as exc:  # the parser is lenient, but malformed mail must still be stored
-        log.warning("could not parse a message of %d bytes (%s); storing it as opaque", len(raw), exc)
-        return MessageSummary(structure={"type": "text", "subtype": "plain", "params": {}, "size": len(raw), "lines": raw.count(b"\n")})
+        return _opaque(raw, f"parser failed: {str(exc)[:100]}")

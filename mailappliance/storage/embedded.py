@@ -23,6 +23,21 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the appliance dies, even by SIGKILL,
+    so a crashed appliance never leaves a server holding the data directory."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: rely on a clean shutdown
+        pass
+
+
 class EmbeddedDatabaseError(RuntimeError):
     """The embedded server could not be started."""
 
@@ -81,6 +96,7 @@ class EmbeddedDatabase:
             stdout=log_file,
             stderr=subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C at the terminal goes to the appliance only
+            preexec_fn=_die_with_parent,
         )
         log_file.close()
         deadline = time.monotonic() + START_TIMEOUT

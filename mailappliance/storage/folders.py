@@ -94,25 +94,35 @@ class FolderStore:
     def of_mailbox(self, mailbox: str) -> list[dict]:
         return list(self.c.folders.find({"mailbox": mailbox}).sort("name", 1))
 
-    def reserve(self, folder_id: ObjectId, count: int, size: int = 0, unseen: int = 0) -> Reservation:
+    def reserve(
+        self, folder_id: ObjectId, count: int, size: int = 0, unseen: int = 0, token: Optional[ObjectId] = None
+    ) -> Reservation:
         """Reserve ``count`` UIDs and modseqs in one folder; safe across processes.
 
         The same update counts the ``count`` messages (``unseen`` of them unseen,
         ``size`` bytes in all) about to be stored; :meth:`uncount` takes them back
-        if storing fails.
+        if storing fails. With a ``token``, a retry after a lost reply finds its own
+        earlier update instead of reserving (and counting) a second time.
         """
         for attempt in range(MAX_CAS_ATTEMPTS):
             seen = self._seen.get(folder_id)
             if seen is None:
-                doc = self.c.folders.find_one({"_id": folder_id}, {"uidnext": 1, "highestmodseq": 1})
+                doc = self.c.folders.find_one({"_id": folder_id}, {"uidnext": 1, "highestmodseq": 1, "reservation": 1})
                 if doc is None:
                     raise KeyError(f"folder {folder_id} does not exist")
+                if token is not None and doc.get("reservation") == token:
+                    self._seen[folder_id] = (doc["uidnext"], doc["highestmodseq"])
+                    return Reservation(doc["uidnext"] - count, doc["highestmodseq"] - count + 1, count)
                 seen = (doc["uidnext"], doc["highestmodseq"])
             uidnext, modseq = seen
-            result = self.c.folders.update_one(
-                {"_id": folder_id, "uidnext": uidnext, "highestmodseq": modseq},
-                {"$inc": {"uidnext": count, "highestmodseq": count, "messages": count, "unseen": unseen, "bytes": size}},
-            )
+            update: dict = {"$inc": {"uidnext": count, "highestmodseq": count, "messages": count, "unseen": unseen, "bytes": size}}
+            if token is not None:
+                update["$set"] = {"reservation": token}
+            try:
+                result = self.c.folders.update_one({"_id": folder_id, "uidnext": uidnext, "highestmodseq": modseq}, update)
+            except Exception:
+                self._seen.pop(folder_id, None)  # unknown outcome: read (and check the token) next time
+                raise
             if result.modified_count == 1:
                 self._seen[folder_id] = (uidnext + count, modseq + count)
                 return Reservation(uidnext, modseq + 1, count)

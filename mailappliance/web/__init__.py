@@ -18,6 +18,8 @@ def _health_route(app: Flask, check: HealthCheck) -> None:
     def health():
         problem = check()
         body = {"status": "ok" if problem is None else "error", "database": "reachable" if problem is None else problem}
+        if problem is not None:
+            body["problem"] = problem
         return jsonify(body), 200 if problem is None else 503
 
 

@@ -165,3 +165,32 @@ def test_shutdown_does_not_wait_forever_and_stores_no_half_message(tmp_path, db_
     client = pymongo.MongoClient(db_url)
     assert client.get_default_database().messages.count_documents({}) == 0
     client.close()
+
+
+def test_sigkill_keeps_every_acknowledged_message_and_frees_the_database(tmp_path):
+    import smtplib
+
+    process, ports = start(tmp_path, MAILBOX_API_KEY=KEY)
+    create_mailbox(ports)
+    database = [int(p) for p in subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()]
+    assert database, "the embedded database runs as a child process"
+    with smtplib.SMTP("127.0.0.1", ports["smtp"]) as client:
+        for i in range(50):
+            client.sendmail("a@remote.example", ["user@example.com"], f"Subject: k{i}\r\n\r\nx\r\n".encode())
+    process.kill()  # SIGKILL right after the last 250
+    process.wait(10)
+
+    def database_gone():
+        return all(not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2] for pid in database)
+
+    wait_for(database_gone, timeout=30)
+    (tmp_path / "data" / "ports.json").unlink()
+    process, ports = start(tmp_path, MAILBOX_API_KEY=KEY)
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{ports['api']}/api/incoming-emails?limit=1&source=smtp", headers={"x-api-key": KEY}
+        )
+        assert json.load(urllib.request.urlopen(request))["total"] == 50
+    finally:
+        code, stderr = stop(process)
+    assert code == 0, stderr

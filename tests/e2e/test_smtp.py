@@ -234,3 +234,25 @@ def test_twenty_concurrent_senders_fifty_messages_each(appliance, mailbox):
 def S_tuple(reply):
     code, text = reply.code, reply.lines[-1]
     return code, text
+
+
+def test_postmaster_without_domain_reaches_the_primary_domain(appliance):
+    appliance.admin.create("postmaster@example.com", PASSWORD)
+    with smtplib.SMTP("127.0.0.1", appliance.ports["smtp"]) as client:
+        client.ehlo()
+        assert client.mail("a@remote.example")[0] == 250
+        assert client.rcpt("<postmaster>")[0] == 250
+        assert client.data(b"Subject: to postmaster\r\n\r\nhi\r\n")[0] == 250
+    assert len(stored_messages(appliance, "postmaster@example.com")) == 1
+
+
+def test_connection_limit_per_client_address(appliance_factory):
+    appliance = appliance_factory(relay_networks=[], max_connections_per_ip=2)
+    first, second = RawClient(appliance.ports["smtp"]), RawClient(appliance.ports["smtp"])
+    assert first.reply()[0] == 220 and second.reply()[0] == 220
+    third = RawClient(appliance.ports["smtp"])
+    assert third.reply() == S_tuple(S.TOO_MANY_CONNECTIONS)
+    first.close()
+    gevent.sleep(0.2)
+    fourth = RawClient(appliance.ports["smtp"])
+    assert fourth.reply()[0] == 220

@@ -324,3 +324,24 @@ def test_refusals_are_logged_like_postfix(caplog):
         "NOQUEUE: reject: RCPT from [192.0.2.7]:40000 port=25: 554 5.7.1 Relay access denied; "
         "from=<a@b.example> to=<victim@elsewhere.example> proto=ESMTP helo=<c.example>"
     )
+
+
+def test_garbled_auth_response_ends_the_exchange():
+    session, _ = make(tls_active=True)
+    one(session, "EHLO c")
+    one(session, "AUTH LOGIN")
+    assert session.handle_line(b"\xff\xfe") == [S.BAD_ENCODING]
+    assert one(session, "NOOP") == S.OK, "the next line is a command again, not a credential"
+
+
+def test_authenticated_user_may_use_the_null_sender():
+    session, _ = make(tls_active=True)
+    one(session, "EHLO c")
+    one(session, "AUTH PLAIN " + PLAIN_GOOD)
+    assert one(session, "MAIL FROM:<>") == S.SENDER_OK
+
+
+def test_postmaster_without_domain_is_accepted_syntax():
+    from mailappliance.protocol.addresses import Address, parse_path
+
+    assert parse_path("TO:<Postmaster>", "TO", allow_null=False) == (Address("postmaster", ""), {})

@@ -37,7 +37,7 @@ def test_nested_message_summary():
     assert s.envelope["from"] == [["=?utf-8?b?Wm/Dqw==?=", None, "zoe", "a.example"]], "ENVELOPE keeps raw text"
     assert s.envelope["to"][0] == ["Bob", None, "bob", "b.example"]
     text, inner, binary = s.structure["parts"]
-    assert (text["type"], text["subtype"], text["params"]) == ("text", "plain", {"charset": "utf-8"})
+    assert (text["type"], text["subtype"], text["params"]) == ("text", "plain", [["charset", "utf-8"]])
     assert text["size"] == len(b"line one\r\nline two") and text["lines"] == 2
     assert inner["type"] == "message" and inner["message"]["envelope"]["subject"] == "inner"
     assert binary["encoding"] == "base64" and binary["disposition"][0] == "attachment"

@@ -15,7 +15,7 @@ def setup(collections):
     blobs = BlobStore(collections)
     mailboxes = MailboxStore(collections, folders, blobs)
     box = mailboxes.create("a@example.com", "x")
-    writer = DeliveryWriter(collections, folders, mailboxes)
+    writer = DeliveryWriter(collections, folders)
     writer.start()
     return writer, box, blobs, mailboxes
 
@@ -79,3 +79,47 @@ def test_deleted_mailbox_fails_only_its_request(collections):
     assert greenlets[0].successful()
     assert not greenlets[1].successful()
     assert collections.messages.count_documents({}) == 1
+
+
+def test_unstorable_request_is_refused_before_batching(collections):
+    import pytest
+
+    from mailappliance.storage.writer import MessageUnstorable
+
+    writer, box, blobs, _ = setup(collections)
+    bad = request_for(box, b"x\r\n")
+    bad.messages[0]["structure"] = {"a\x00b": "key with NUL"}
+    with pytest.raises(MessageUnstorable):
+        writer.submit(bad)
+    good = request_for(box, b"y\r\n")
+    writer.submit(good)
+    writer.stop()
+    assert collections.messages.count_documents({}) == 1
+
+
+def test_an_unexpected_error_fails_only_its_batch(collections):
+    import pytest
+
+    from mailappliance.storage.writer import WriteFailed
+
+    writer, box, blobs, _ = setup(collections)
+    broken = request_for(box, b"x\r\n")
+    del broken.messages[0]["size"]  # a programming error inside the writer's batch
+    with pytest.raises(WriteFailed):
+        writer.submit(broken)
+    assert writer.alive
+    writer.submit(request_for(box, b"y\r\n"))
+    writer.stop()
+    assert [m["uid"] for m in collections.messages.find()] == [1]
+
+
+def test_reservation_retried_after_a_lost_reply_is_not_counted_twice(collections):
+    store = FolderStore(collections)
+    folder = store.create("a@example.com", "INBOX")
+    token = ObjectId()
+    first = store.reserve(folder["_id"], 2, 100, 2, token=token)
+    store.forget([folder["_id"]])  # as after an AutoReconnect: outcome unknown, cache dropped
+    again = store.reserve(folder["_id"], 2, 100, 2, token=token)
+    assert again == first
+    doc = collections.folders.find_one({"_id": folder["_id"]})
+    assert (doc["uidnext"], doc["messages"], doc["bytes"]) == (3, 2, 100)
