@@ -12,8 +12,10 @@ the cost per message falls as load rises (shared/embedded-db.md).
 Guarantees:
 
 * A folder's messages become visible in UID order: batches never overlap.
-* A request that can never be stored (a document BSON cannot hold or over 16 MB)
-  is refused before it joins a batch, so it cannot fail anyone else's mail.
+* A request that can never be stored (a document BSON cannot hold, or over 16 MB)
+  is found when its batch fails, refused with a permanent error, and the rest of
+  the batch is stored without it: one poison message cannot fail anyone else's
+  mail, and normal mail pays nothing for the check.
 * A batch that fails is undone (its documents deleted, its folder counts taken
   back) before its sessions get a 4xx, so a retried message is not stored twice.
   Every document has its ``_id`` before the first attempt and UID reservations
@@ -134,7 +136,6 @@ class DeliveryWriter:
 
         Raises :class:`MessageUnstorable` (never storable) or :class:`WriteFailed`.
         """
-        request.check_storable()
         if not self.alive:
             raise WriteFailed("writer is not running")
         self._queue.put(request)
@@ -165,7 +166,7 @@ class DeliveryWriter:
                 log.exception("unexpected error storing a batch of %d", len(batch))
                 self._fail(batch, exc, None)
 
-    def _write_batch(self, batch: list[WriteRequest]) -> None:
+    def _write_batch(self, batch: list[WriteRequest], isolate: bool = True) -> None:
         started = time.monotonic()
         progress = _Progress()
         for attempt in range(1, WRITE_ATTEMPTS + 1):
@@ -178,7 +179,9 @@ class DeliveryWriter:
                     return
                 log.warning("batch write attempt %d failed (%s); retrying", attempt, _short(exc))
                 gevent.sleep(0.2 * attempt)
-            except PyMongoError as exc:
+            except (PyMongoError, InvalidDocument) as exc:
+                if isolate and self._isolate_unstorable(batch, progress):
+                    return
                 self._fail(batch, exc, progress)
                 return
         for request in ready:
@@ -261,6 +264,29 @@ class DeliveryWriter:
         return ready
 
     # ------------------------------------------------------------------ failures
+    def _isolate_unstorable(self, batch: list[WriteRequest], progress: _Progress) -> bool:
+        """After a failed batch: refuse the requests that can never be stored, store the rest.
+
+        Returns False when every request looks storable (the failure was something else).
+        """
+        pending = [r for r in batch if not r.result.ready()]
+        bad: list[tuple[WriteRequest, MessageUnstorable]] = []
+        for request in pending:
+            try:
+                request.check_storable()
+            except MessageUnstorable as refused:
+                bad.append((request, refused))
+        if not bad:
+            return False
+        log.warning("refusing %d unstorable message(s) and storing the other %d", len(bad), len(pending) - len(bad))
+        self._undo(pending, progress)
+        for request, reason in bad:
+            request.result.set_exception(reason)
+        rest = [r for r in pending if not r.result.ready()]
+        if rest:
+            self._write_batch(rest, isolate=False)
+        return True
+
     def _fail(self, batch: list[WriteRequest], exc: Exception, progress: Optional[_Progress]) -> None:
         """Answer the sessions with a 4xx after undoing whatever part of the batch was written."""
         self.failed_batches += 1

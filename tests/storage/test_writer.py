@@ -81,20 +81,25 @@ def test_deleted_mailbox_fails_only_its_request(collections):
     assert collections.messages.count_documents({}) == 1
 
 
-def test_unstorable_request_is_refused_before_batching(collections):
-    import pytest
-
+def test_an_unstorable_request_is_refused_and_its_batch_mates_stored(collections):
     from mailappliance.storage.writer import MessageUnstorable
 
     writer, box, blobs, _ = setup(collections)
     bad = request_for(box, b"x\r\n")
     bad.messages[0]["structure"] = {"a\x00b": "key with NUL"}
-    with pytest.raises(MessageUnstorable):
-        writer.submit(bad)
-    good = request_for(box, b"y\r\n")
-    writer.submit(good)
+    huge = request_for(box, b"z\r\n")
+    huge.incoming["padding"] = "p" * (17 * 1024 * 1024)
+    goods = [request_for(box, b"y%d\r\n" % i) for i in range(5)]
+    greenlets = {id(r): gevent.spawn(writer.submit, r) for r in [goods[0], bad, goods[1], huge, *goods[2:]]}
+    gevent.joinall(list(greenlets.values()))
     writer.stop()
-    assert collections.messages.count_documents({}) == 1
+    assert isinstance(greenlets[id(bad)].exception, MessageUnstorable)
+    assert isinstance(greenlets[id(huge)].exception, MessageUnstorable)
+    assert all(greenlets[id(r)].successful() for r in goods)
+    assert collections.messages.count_documents({}) == 5
+    assert collections.raw.count_documents({}) == 5, "the refused messages' bytes are gone"
+    folder = collections.folders.find_one({"_id": box["inbox"]})
+    assert folder["messages"] == 5
 
 
 def test_an_unexpected_error_fails_only_its_batch(collections):
