@@ -147,7 +147,7 @@ class Appliance:
             raise StartupError(f"cannot listen: {exc.strerror or exc}") from None
         self._write_ports()
         if self.api_key_path is not None:
-            log.info("MAILBOX_API_KEY is not set: using the generated key in %s", self.api_key_path.resolve())
+            log.info("MAILBOX_API_KEY is unset or 'changeme': using the generated key in %s", self.api_key_path.resolve())
         log.info("mailappliance ready (local domains: %s)", ", ".join(s.allowed_domains) or "those of existing mailboxes")
 
     def _open_database(self) -> None:

@@ -91,11 +91,14 @@ _END = b"\r\n.\r\n"
 class DataReader:
     """Collects a DATA body up to ``<CRLF>.<CRLF>`` (RFC 5321 §4.1.1.4).
 
-    Only CRLF.CRLF ends the data: ``<LF>.<LF>``, ``<CR>.<CR>`` and mixtures are data,
-    and a body containing any bare LF or lone CR is refused as a whole once its real
-    end has been read, which closes the SMTP-smuggling family of attacks. Bodies over
-    ``max_size`` are discarded while reading (only a short tail is kept to find the
-    end), so a huge message costs no memory.
+    Only CRLF.CRLF ends the data. A bare LF or lone CR anywhere is refused the
+    moment it arrives (the result is ready at once, with ``BARE_LINE_ENDING``); the
+    caller then answers and disconnects, as Postfix does with
+    ``smtpd_forbid_bare_newline``, so neither ``<LF>.<LF>``-style "ends" nor the
+    commands smuggled after them are ever read (the SMTP-smuggling attacks), and a
+    client that sends bare LF is told so instead of waiting for a timeout. Bodies
+    over ``max_size`` are discarded while reading (only a short tail is kept to find
+    the end), so a huge message costs no memory.
     """
 
     def __init__(self, max_size: int, max_line: int = 1000) -> None:
@@ -119,9 +122,16 @@ class DataReader:
             self.leftover += bytes(data)
             return True
         start = max(0, len(self._buf) - 4)
+        # Check the new bytes, plus a CR left at the end by the last feed (its LF may be here).
+        checked_from = len(self._buf) - 1 if self._buf.endswith(b"\r") else len(self._buf)
         self._buf += data
         self._received += len(data)
         end = self._buf.find(_END, start)
+        # Only the data counts: bytes after the terminator are the next commands.
+        if _has_bare_line_ending(self._buf, checked_from, end + 5 if end >= 0 else len(self._buf)):
+            self.result = DataResult(None, DataError.BARE_LINE_ENDING, self._received)
+            self._buf = bytearray()
+            return True
         if end < 0:
             if not self._too_big and len(self._buf) - 2 > self._max_size + 5:
                 self._too_big = True
@@ -148,6 +158,19 @@ class DataReader:
         if len(message) > self._max_line and _longest_line(message) > self._max_line:
             return DataResult(None, DataError.LINE_TOO_LONG, received)
         return DataResult(message, None, received)
+
+
+def _has_bare_line_ending(buf: bytearray, start: int, stop: int) -> bool:
+    """A LF not after CR, or a CR not before LF, in ``buf[start:stop]``.
+
+    ``start`` is never inside a CRLF. A CR as the very last byte of the buffer may
+    still be followed by LF in the next feed, so it is left for then.
+    """
+    if stop == len(buf) and buf.endswith(b"\r"):
+        stop -= 1
+    region = bytes(memoryview(buf)[start:stop])
+    crlf = region.count(b"\r\n")
+    return region.count(b"\n") != crlf or region.count(b"\r") != crlf
 
 
 def _longest_line(message: bytes) -> int:

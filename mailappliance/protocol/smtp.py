@@ -114,6 +114,7 @@ class Transaction:
     authenticated_as: Optional[str]
     tls: bool
     received_at: datetime
+    role: str = "mx"  # which port role received it (Role.value)
 
 
 class SmtpBackend(Protocol):
@@ -267,6 +268,10 @@ class SmtpSession:
                 DataError.LINE_TOO_LONG: S.DATA_LINE_TOO_LONG,
             }[result.error]
             self._log_reject("DATA", reply, ",".join(r.address for r in envelope.recipients), envelope)
+            if result.error == DataError.BARE_LINE_ENDING:
+                # Whatever follows cannot be trusted to be framed as the client meant
+                # (SMTP smuggling): answer and disconnect, like Postfix.
+                return self._per_recipient(envelope, reply) + [Close()]
             return self._per_recipient(envelope, reply)
         assert result.message is not None
         queue_id = self.new_queue_id()
@@ -292,6 +297,7 @@ class SmtpSession:
             authenticated_as=self.authenticated_as,
             tls=self.tls_active,
             received_at=now,
+            role=self.config.role.value,
         )
         try:
             replies = self.backend.deliver(transaction, per_recipient=self.per_recipient_replies)
@@ -390,6 +396,12 @@ class SmtpSession:
         return lines
 
     def smtp_MAIL(self, argument: str) -> list[Action]:
+        actions = self._mail(argument)
+        if actions and isinstance(actions[0], Reply) and actions[0].code >= 500:
+            self._log_reject("MAIL", actions[0], "", Envelope(mail_from=argument[5:].strip()[:200]))
+        return actions
+
+    def _mail(self, argument: str) -> list[Action]:
         if self.state is _State.START:
             return [S.BAD_SEQUENCE_HELO]
         if self.state is not _State.READY:
@@ -573,6 +585,11 @@ class SmtpSession:
             return [S.AUTH_UNAVAILABLE]
         if account is None:
             self.auth_failures += 1
+            # One line per failure, for the operator and for tools like fail2ban.
+            log.warning(
+                "authentication failed: user=<%s> client=[%s]:%d port=%d",
+                username[:100], self.peer.ip, self.peer.port, self.peer.local_port,
+            )
             return [S.AUTH_FAILED]
         self.authenticated_as = account
         return [S.AUTH_OK]

@@ -80,6 +80,8 @@ class SmtpConnection(Connection):
                 if self._run(session.handle_line(line)):
                     return
         except socket.timeout:
+            log.info("client [%s]:%d idle too long%s; closing", self.address[0], self.address[1],
+                     " during DATA, message discarded" if session.in_transaction else "")
             self._out.append(S.TIMEOUT.encode())
             self._flush()
         except _ClientGone:

@@ -216,6 +216,7 @@ class InboundService:
             "local_recipients": [r.mailbox for r in local],
             "relayed_recipients": [r.address for r in relayed],
             "source": "lmtp" if transaction.protocol.startswith("LMTP") else "smtp",
+            "role": transaction.role,
             "protocol": transaction.protocol,
             "helo": envelope.helo,
             "remote_address": transaction.peer.ip,

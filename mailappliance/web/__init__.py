@@ -25,7 +25,8 @@ def _health_route(app: Flask, check: HealthCheck) -> None:
 
 def create_mailbox_app(admin: MailboxAdmin, api_key: str, health: HealthCheck) -> Flask:
     app, api = build_app(
-        "mailbox_api", "mailappliance Mailbox API", "Create, list and delete mail accounts; change passwords.", api_key
+        "mailbox_api", "mailappliance Mailbox API",
+        "Create, list and delete mail accounts; change passwords. GET /health (no key) reports database reachability.", api_key
     )
     api.add_namespace(mailboxes.namespace(admin), path="/mailboxes")
     _health_route(app, health)
@@ -33,7 +34,9 @@ def create_mailbox_app(admin: MailboxAdmin, api_key: str, health: HealthCheck) -
 
 
 def create_api_app(incoming_store: IncomingStore, api_key: str, health: HealthCheck) -> Flask:
-    app, api = build_app("queue_api", "mailappliance API", "Incoming mail, queue and server statistics.", api_key)
+    app, api = build_app(
+        "queue_api", "mailappliance API", "Mail received over SMTP and LMTP. GET /health (no key) reports database reachability.", api_key
+    )
     api.add_namespace(incoming.namespace(incoming_store), path="/incoming-emails")
     _health_route(app, health)
     return app

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Flask, jsonify
+from flask import Blueprint, Flask, jsonify, redirect
 from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
@@ -55,4 +55,9 @@ def build_app(name: str, title: str, description: str, api_key: str) -> tuple[Fl
         return jsonify({"message": "method not allowed"}), 405
 
     app.register_blueprint(blueprint)
+
+    @app.get("/api/docs/")
+    def docs_with_slash():
+        return redirect("/api/docs", code=308)
+
     return app, api

@@ -7,10 +7,25 @@ from flask_restx.reqparse import RequestParser
 PAGE_LIMIT_MAX = 500
 
 
+def whole_number(value: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be a whole number, not {str(value)[:30]!r}") from None
+    if number < 1:
+        raise ValueError("must be 1 or more")
+    return number
+
+
+whole_number.__schema__ = {"type": "integer", "minimum": 1}  # type: ignore[attr-defined]
+
+
 def paging_parser(ns: Namespace, default_limit: int) -> RequestParser:
     parser = ns.parser()
-    parser.add_argument("page", type=int, default=1, location="args", help="1 is the first page")
-    parser.add_argument("limit", type=int, default=default_limit, location="args", help=f"items per page, at most {PAGE_LIMIT_MAX}")
+    parser.add_argument("page", type=whole_number, default=1, location="args", help="1 is the first page")
+    parser.add_argument(
+        "limit", type=whole_number, default=default_limit, location="args", help=f"items per page, at most {PAGE_LIMIT_MAX}"
+    )
     return parser
 
 

@@ -146,15 +146,21 @@ def test_bad_input_gets_errors_and_the_session_goes_on(appliance, mailbox):
     client.cmd("MAIL FROM:<a@remote.example>")
     client.cmd("RCPT TO:<user@example.com>")
     assert client.cmd("DATA")[0] == 354
-    client.send(b"Subject: smuggle\r\n\r\nhi\n.\nMAIL FROM:<evil@x.example>\r\n\r\n.\r\n")
-    assert client.reply() == S_tuple(S.BARE_LINE_ENDING)
-    client.cmd("MAIL FROM:<a@remote.example>")
-    client.cmd("RCPT TO:<user@example.com>")
-    client.cmd("DATA")
     client.send(b"Subject: long\r\n\r\n" + b"y" * 1500 + b"\r\n.\r\n")
     assert client.reply() == S_tuple(S.DATA_LINE_TOO_LONG)
     assert client.cmd("NOOP")[0] == 250
     client.close()
+    # A bare LF (plain `nc`, or an SMTP-smuggling attempt) is answered at once, then
+    # the connection is closed: the smuggled MAIL FROM is never read as a command.
+    client = RawClient(appliance.ports["smtp"])
+    client.reply()
+    client.cmd("EHLO ok.example")
+    client.cmd("MAIL FROM:<a@remote.example>")
+    client.cmd("RCPT TO:<user@example.com>")
+    client.cmd("DATA")
+    client.send(b"Subject: smuggle\r\n\r\nhi\n.\nMAIL FROM:<evil@x.example>\r\nRCPT TO:<user@example.com>\r\nDATA\r\n")
+    assert client.reply() == S_tuple(S.BARE_LINE_ENDING)
+    assert client.closed()
     assert stored_messages(appliance, mailbox) == [], "nothing refused was stored"
 
 

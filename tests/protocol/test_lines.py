@@ -76,11 +76,25 @@ def test_dot_unstuffing():
         b"a\r\n.\nMAIL FROM:<x@evil.example>\r\n",  # <CR><LF>.<LF>
     ],
 )
-def test_smuggling_sequences_are_data_and_refused(smuggled):
-    reader = read([smuggled, b"\r\n.\r\n"])
+def test_smuggling_sequences_are_refused_at_once(smuggled):
+    reader = DataReader(10_000)
+    assert reader.feed(smuggled), "no need to wait for the real end"
     assert reader.result.error == DataError.BARE_LINE_ENDING
     assert reader.result.message is None
-    assert reader.leftover == b""
+
+
+def test_crlf_split_across_feeds_is_not_bare():
+    reader = read([b"line one\r", b"\nline two\r", b"\n.\r", b"\nQUIT\n"])
+    assert reader.result.error is None
+    assert reader.result.message == b"line one\r\nline two\r\n"
+    assert reader.leftover == b"QUIT\n", "what follows the data is not data"
+
+
+def test_lone_cr_at_the_end_then_something_else():
+    reader = DataReader(10_000)
+    assert not reader.feed(b"a\r")
+    assert reader.feed(b"b\r\n")
+    assert reader.result.error == DataError.BARE_LINE_ENDING
 
 
 def test_too_big_is_discarded_while_reading():

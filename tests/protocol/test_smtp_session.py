@@ -345,3 +345,11 @@ def test_postmaster_without_domain_is_accepted_syntax():
     from mailappliance.protocol.addresses import Address, parse_path
 
     assert parse_path("TO:<Postmaster>", "TO", allow_null=False) == (Address("postmaster", ""), {})
+
+
+def test_failed_authentication_is_logged_for_fail2ban(caplog):
+    caplog.set_level("INFO", logger="mailappliance.smtp")
+    session, _ = make(tls_active=True)
+    one(session, "EHLO c")
+    one(session, "AUTH PLAIN AHVzZXJAZXhhbXBsZS5jb20Ad3Jvbmc=")  # wrong password
+    assert "authentication failed: user=<user@example.com> client=[192.0.2.7]:40000 port=25" in caplog.text

@@ -58,3 +58,16 @@ def test_key_required_and_health(received):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/api/incoming-emails")
     assert denied.value.code == 401
     assert json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/health"))["status"] == "ok"
+
+
+def test_bad_paging_values_get_a_plain_message(received):
+    status, body = get(received, "/api/incoming-emails?limit=abc")
+    assert status == 400
+    assert "must be a whole number" in body["errors"]["limit"] and "invalid literal" not in body["errors"]["limit"]
+    assert get(received, "/api/incoming-emails?page=0")[0] == 400
+
+
+def test_role_tells_inbound_from_submission(received):
+    _, page = get(received, "/api/incoming-emails?role=mx&limit=1")
+    assert page["total"] == 7 and page["emails"][0]["role"] == "mx"
+    assert get(received, "/api/incoming-emails?role=submission")[1]["total"] == 0

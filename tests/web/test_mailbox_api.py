@@ -90,5 +90,6 @@ def test_swagger_documents_the_endpoints_over_http(appliance):
     assert set(spec["paths"]) >= {"/mailboxes", "/mailboxes/{address}", "/mailboxes/{address}/change-password"}
     page = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/docs").read()
     assert b"swagger" in page.lower()
+    assert urllib.request.urlopen(f"http://127.0.0.1:{port}/api/docs/").read() == page, "trailing slash redirects"
     health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/health"))
     assert health == {"status": "ok", "database": "reachable"}

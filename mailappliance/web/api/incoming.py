@@ -23,6 +23,7 @@ def namespace(store: IncomingStore) -> Namespace:
             "local_recipients": fields.List(fields.String),
             "relayed_recipients": fields.List(fields.String),
             "source": fields.String(enum=["smtp", "lmtp"]),
+            "role": fields.String(enum=["mx", "submission", "submissions", "lmtp"], description="the port role that received it"),
             "protocol": fields.String(example="ESMTPS"),
             "helo": fields.String,
             "remote_address": fields.String,
@@ -52,6 +53,7 @@ def namespace(store: IncomingStore) -> Namespace:
     message = ns.model("IncomingMessage", {"message": fields.String})
     paging = paging_parser(ns, default_limit=50)
     paging.add_argument("source", type=str, choices=("smtp", "lmtp"), location="args")
+    paging.add_argument("role", type=str, choices=("mx", "submission", "submissions", "lmtp"), location="args")
 
     @ns.route("")
     class IncomingCollection(Resource):
@@ -61,7 +63,7 @@ def namespace(store: IncomingStore) -> Namespace:
             """List received messages, newest first."""
             args = paging.parse_args()
             page, limit = page_and_limit(args, 50)
-            filters = {"source": args["source"]} if args.get("source") else None
+            filters = {key: args[key] for key in ("source", "role") if args.get(key)} or None
             items, total = store.page(page, limit, filters)
             return {"emails": jsonable(items), "total": total, "page": page, "limit": limit, "pages": -(-total // limit)}
 
