@@ -194,3 +194,33 @@ def test_sigkill_keeps_every_acknowledged_message_and_frees_the_database(tmp_pat
     finally:
         code, stderr = stop(process)
     assert code == 0, stderr
+
+
+def test_embedded_database_killed_under_load_is_restarted_and_nothing_acknowledged_is_lost(tmp_path):
+    import smtplib
+
+    process, ports = start(tmp_path, MAILBOX_API_KEY=KEY)
+    try:
+        create_mailbox(ports)
+        [database] = [int(p) for p in subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()]
+        acknowledged, deferred = 0, 0
+        with smtplib.SMTP("127.0.0.1", ports["smtp"]) as client:
+            for i in range(60):
+                if i == 20:
+                    os.kill(database, signal.SIGKILL)  # the supervisor must bring it back
+                try:
+                    client.sendmail("a@remote.example", ["user@example.com"], f"Subject: d{i}\r\n\r\nx\r\n".encode())
+                    acknowledged += 1
+                except (smtplib.SMTPDataError, smtplib.SMTPRecipientsRefused) as exc:
+                    assert str(exc).count("4.3.0"), f"only temporary failures while it restarts: {exc}"
+                    deferred += 1
+                    time.sleep(0.5)
+        assert acknowledged >= 40, (acknowledged, deferred)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{ports['api']}/api/incoming-emails?limit=1&source=smtp", headers={"x-api-key": KEY}
+        )
+        assert json.load(urllib.request.urlopen(request))["total"] == acknowledged
+    finally:
+        code, stderr = stop(process)
+    assert code == 0, stderr
+    assert "restarting" in stderr
