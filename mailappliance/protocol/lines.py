@@ -140,21 +140,24 @@ class DataReader:
                 del self._buf[:-4]
             return False
         self.leftover = bytes(self._buf[end + 5 :])
-        body = self._buf[: end + 2]  # includes the virtual CRLF and the last line's CRLF
-        self.result = self._finish(body, self._received - len(self.leftover))
-        self._buf = bytearray()
+        received = self._received - len(self.leftover)
+        body, self._buf = self._buf, bytearray()
+        del body[end + 2 :]  # keep the virtual CRLF and the last line's CRLF
+        self.result = self._finish(body, received)
         return True
 
     def _finish(self, body: bytearray, received: int) -> DataResult:
+        """Unstuff in place (at most one extra copy: a 10 MB body never costs 50 MB)."""
         if self._too_big:
             return DataResult(None, DataError.TOO_BIG, received)
-        crlf = body.count(b"\r\n")
-        if body.count(b"\n") != crlf or body.count(b"\r") != crlf:
-            return DataResult(None, DataError.BARE_LINE_ENDING, received)
-        # §4.5.2: a leading period is removed from every line that has one.
-        message = bytes(body).replace(b"\r\n.", b"\r\n")[2:]
-        if len(message) > self._max_size:
+        # Line endings were checked as the bytes arrived (feed).
+        if body.find(b"\r\n.") >= 0:
+            body = body.replace(b"\r\n.", b"\r\n")  # §4.5.2: drop a line's leading period
+        del body[:2]
+        if len(body) > self._max_size:
             return DataResult(None, DataError.TOO_BIG, received)
+        message = bytes(body)
+        del body
         if len(message) > self._max_line and _longest_line(message) > self._max_line:
             return DataResult(None, DataError.LINE_TOO_LONG, received)
         return DataResult(message, None, received)
