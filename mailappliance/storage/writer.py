@@ -184,6 +184,10 @@ class DeliveryWriter:
                     return
                 self._fail(batch, exc, progress)
                 return
+            except Exception as exc:  # e.g. UID contention: still undo what was done
+                log.exception("unexpected error storing a batch of %d", len(batch))
+                self._fail(batch, exc, progress)
+                return
         for request in ready:
             request.result.set(None)
         self.batches += 1
