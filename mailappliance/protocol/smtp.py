@@ -8,15 +8,15 @@ The gevent glue in ``servers/`` turns actions into socket I/O.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Optional, Protocol, Sequence, Union
 
+from mailappliance.protocol import sasl
 from mailappliance.protocol.addresses import Address, AddressError, parse_path
+from mailappliance.protocol.envelope import Envelope, Peer, Recipient, Transaction
 from mailappliance.protocol.lines import DataError, DataResult
 from mailappliance.protocol.received import received_header
 from mailappliance.protocol.replies import Reply, S
@@ -68,55 +68,6 @@ class SessionConfig:
     allow_plaintext_auth: bool = False
 
 
-@dataclass
-class Peer:
-    """Who is connected, as the glue saw it."""
-
-    ip: str
-    port: int
-    local_port: int
-    reverse_name: Optional[str] = None
-
-
-# ----------------------------------------------------------------------------- envelope
-@dataclass
-class Recipient:
-    """A recipient the backend accepted: ``mailbox`` set for local delivery, else relay."""
-
-    address: str
-    mailbox: Optional[str] = None
-
-    @property
-    def is_local(self) -> bool:
-        return self.mailbox is not None
-
-
-@dataclass
-class Envelope:
-    helo: str = ""
-    mail_from: Optional[str] = None  # "" is the null reverse-path
-    mail_params: dict = field(default_factory=dict)
-    recipients: list[Recipient] = field(default_factory=list)
-    smtputf8: bool = False
-    size_hint: int = 0
-
-
-@dataclass
-class Transaction:
-    """A complete message handed to the backend: envelope, bytes, and how it came."""
-
-    envelope: Envelope
-    received_header: bytes
-    message: bytes  # the body exactly as received after dot-unstuffing
-    peer: Peer
-    protocol: str  # RFC 3848 "with" keyword: ESMTP, ESMTPS, ESMTPSA, LMTP, ...
-    queue_id: str
-    authenticated_as: Optional[str]
-    tls: bool
-    received_at: datetime
-    role: str = "mx"  # which port role received it (Role.value)
-
-
 class SmtpBackend(Protocol):
     """What a session needs from the rest of the appliance (compare aiosmtpd's handler hooks)."""
 
@@ -152,7 +103,6 @@ class _AuthStep(enum.Enum):
     LOGIN_PASSWORD = "login-password"
 
 
-_AUTH_MECHANISMS = ("PLAIN", "LOGIN")
 _MAIL_PARAMS = {"SIZE", "BODY", "SMTPUTF8", "AUTH"}
 
 
@@ -391,7 +341,7 @@ class SmtpSession:
         if self.config.tls_available and not self.tls_active:
             lines.append("STARTTLS")
         if self.auth_offered:
-            lines.append("AUTH " + " ".join(_AUTH_MECHANISMS))
+            lines.append("AUTH " + " ".join(sasl.MECHANISMS))
         lines.append("HELP")
         return lines
 
@@ -539,44 +489,39 @@ class SmtpSession:
         if mechanism == "LOGIN":
             if not initial:
                 self._auth_step = _AuthStep.LOGIN_USER
-                return [Reply.of(334, "VXNlcm5hbWU6")]  # "Username:"
+                return [Reply.of(334, sasl.LOGIN_USERNAME_PROMPT)]
             return self._auth_login_user(initial)
         return [S.AUTH_UNKNOWN_MECHANISM]
 
     def _auth_continue(self, text: str) -> list[Action]:
         step = self._auth_step
         self._auth_step = None
-        if text.strip() == "*":
+        if text.strip() == sasl.CANCEL:
             return [S.AUTH_CANCELLED]
         if step is _AuthStep.PLAIN:
             return self._auth_plain(text.strip())
         if step is _AuthStep.LOGIN_USER:
             return self._auth_login_user(text.strip())
-        password = _b64decode(text.strip())
+        password = sasl.decode_text(text.strip())
         if password is None:
             return [S.AUTH_BAD_BASE64]
         return self._auth_check(self._auth_username, password)
 
     def _auth_plain(self, response: str) -> list[Action]:
-        """RFC 4616 §2: ``[authzid] NUL authcid NUL passwd``."""
-        decoded = b"" if response == "=" else _b64decode_bytes(response)
-        if decoded is None:
+        parsed = sasl.parse_plain(response)
+        if parsed == sasl.BAD_BASE64:
             return [S.AUTH_BAD_BASE64]
-        parts = decoded.split(b"\x00")
-        if len(parts) != 3:
+        if not isinstance(parsed, sasl.Credentials):
             return [S.AUTH_FAILED]
-        authzid, authcid, password = (p.decode("utf-8", "replace") for p in parts)
-        if authzid and authzid.lower() != authcid.lower():
-            return [S.AUTH_FAILED]
-        return self._auth_check(authcid, password)
+        return self._auth_check(parsed.username, parsed.password)
 
     def _auth_login_user(self, response: str) -> list[Action]:
-        username = _b64decode(response)
+        username = sasl.decode_text(response)
         if username is None:
             return [S.AUTH_BAD_BASE64]
         self._auth_username = username
         self._auth_step = _AuthStep.LOGIN_PASSWORD
-        return [Reply.of(334, "UGFzc3dvcmQ6")]  # "Password:"
+        return [Reply.of(334, sasl.LOGIN_PASSWORD_PROMPT)]
 
     def _auth_check(self, username: str, password: str) -> list[Action]:
         try:
@@ -593,23 +538,6 @@ class SmtpSession:
             return [S.AUTH_FAILED]
         self.authenticated_as = account
         return [S.AUTH_OK]
-
-
-def _b64decode_bytes(text: str) -> Optional[bytes]:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _b64decode(text: str) -> Optional[str]:
-    decoded = _b64decode_bytes(text)
-    if decoded is None:
-        return None
-    try:
-        return decoded.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
 
 
 def replies_only(actions: Sequence[Action]) -> list[Reply]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Iterable, Optional
+from typing import Optional
 
 from pymongo.errors import DuplicateKeyError
 

@@ -1,6 +1,5 @@
 """LMTP over real sockets (RFC 2033): per-recipient replies, quota, TLS on the LMTPS port."""
 import smtplib
-import ssl
 
 from tests.conftest import PASSWORD
 from tests.e2e.helpers import RawClient, client_tls, stored_messages, stored_raw
