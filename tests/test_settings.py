@@ -70,3 +70,20 @@ def test_access_log_redacts_the_api_key():
     logger.setLevel(logging.DEBUG)
     _LogWriter(logger).write('127.0.0.1 - - "GET /api/mailboxes?page=2&api_key=s3cr3t-key-0123456 HTTP/1.1" 200\n')
     assert "s3cr3t" not in records[0].getMessage() and "api_key=***" in records[0].getMessage()
+
+
+def test_dotenv_file_is_read_and_the_environment_wins(tmp_path, monkeypatch):
+    env_file = tmp_path / ".env"
+    env_file.write_text("SMTP_25_PORT=2600\nALLOWED_DOMAINS=from-dotenv.example\n")
+    monkeypatch.setenv("DOTENV_PATH", str(env_file))
+    monkeypatch.setenv("ALLOWED_DOMAINS", "from-env.example")
+    monkeypatch.delenv("SMTP_25_PORT", raising=False)
+    monkeypatch.delenv("SMTP_PORT", raising=False)
+    try:
+        s = Settings.from_env()
+        assert s.smtp_port == 2600
+        assert s.allowed_domains == ["from-env.example"]
+    finally:
+        import os
+
+        os.environ.pop("SMTP_25_PORT", None)  # load_dotenv wrote it into the process environment
