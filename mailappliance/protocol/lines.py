@@ -32,9 +32,6 @@ class LineBuffer:
     def __len__(self) -> int:
         return len(self._buf)
 
-    def has_line(self) -> bool:
-        return b"\n" in self._buf
-
     def take_all(self) -> bytes:
         """Remove and return everything buffered (used when DATA starts)."""
         data = bytes(self._buf)

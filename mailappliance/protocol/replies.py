@@ -6,7 +6,6 @@ repeating magic strings.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -24,10 +23,6 @@ class Reply:
     def text(self) -> str:
         return "\n".join(self.lines)
 
-    @property
-    def is_error(self) -> bool:
-        return self.code >= 400
-
     def encode(self) -> bytes:
         """The wire form; every line but the last uses ``code-`` (RFC 5321 §4.2.1)."""
         last = len(self.lines) - 1
@@ -37,10 +32,6 @@ class Reply:
 
     def __str__(self) -> str:
         return self.encode().decode("utf-8").rstrip("\r\n")
-
-
-def multiline(code: int, lines: Sequence[str]) -> Reply:
-    return Reply(code, tuple(lines))
 
 
 class S:
@@ -68,7 +59,6 @@ class S:
     TOO_MANY_RECIPIENTS = Reply.of(452, "4.5.3 Too many recipients")
     STORAGE_FAILED = Reply.of(451, "4.3.0 Local error in processing, message not stored; try again later")
     LOOKUP_FAILED = Reply.of(451, "4.3.0 Temporary lookup failure")
-    TLS_FAILED = Reply.of(454, "4.7.0 TLS not available due to temporary reason")
 
     # 5xx: syntax and sequence
     UNRECOGNIZED = Reply.of(500, "5.5.2 Command unrecognized")
@@ -86,7 +76,6 @@ class S:
     BAD_SEQUENCE_HELO = Reply.of(503, "5.5.1 Send HELO/EHLO first")
     BAD_SEQUENCE_NESTED_MAIL = Reply.of(503, "5.5.1 Nested MAIL command")
     BAD_SEQUENCE_MAIL = Reply.of(503, "5.5.1 Need MAIL command")
-    BAD_SEQUENCE_RCPT = Reply.of(503, "5.5.1 Need RCPT command")
     NO_VALID_RECIPIENTS = Reply.of(554, "5.5.1 No valid recipients")
     TLS_ACTIVE = Reply.of(503, "5.5.1 TLS already active")
     TLS_UNAVAILABLE = Reply.of(502, "5.5.1 STARTTLS not available")

@@ -111,7 +111,6 @@ class SmtpSession:
 
     service = "ESMTP"
     protocol_base = "ESMTP"
-    greeting_verbs = ("HELO", "EHLO")
 
     def __init__(
         self,
@@ -263,9 +262,6 @@ class SmtpSession:
         self.esmtp = False
         self.authenticated_as = None
         self._reset_transaction()
-
-    def shutdown_reply(self) -> list[Action]:
-        return [S.SHUTTING_DOWN, Close()]
 
     # ------------------------------------------------------------------ helpers
     per_recipient_replies = False

@@ -59,7 +59,6 @@ class Authenticator:
         self.failure_delay = failure_delay
         self._secret = os.urandom(32)
         self._cache: dict[str, tuple[bytes, float]] = {}
-        self.failures = 0
 
     def _key(self, password: str, password_hash: str) -> bytes:
         return hmac.new(self._secret, (password_hash + "\0" + password).encode("utf-8"), hashlib.sha256).digest()
@@ -78,7 +77,6 @@ class Authenticator:
         else:
             # Spend the same time as a real check so unknown users cannot be told apart.
             verify_password(password, _DUMMY_HASH)
-        self.failures += 1
         if self.failure_delay:
             gevent.sleep(self.failure_delay)
         return None

@@ -166,16 +166,3 @@ class EmbeddedDatabase:
     @property
     def pid(self) -> Optional[int]:
         return self._process.pid if self._process else None
-
-
-def environment_has_secantus() -> bool:
-    try:
-        out = subprocess.run(
-            [sys.executable, "-c", "import importlib.util,sys; sys.exit(importlib.util.find_spec('secantus') is None)"],
-            capture_output=True,
-            timeout=30,
-        )
-        return out.returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
