@@ -181,6 +181,7 @@ class InboundService:
                         "from": summary.from_,
                         "envelope": summary.envelope,
                         "structure": summary.structure,
+                        "references": summary.references,
                     }
                 )
             request.blobs.append((blob_id, local_raw, len(request.messages)))  # one reference per copy

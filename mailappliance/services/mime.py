@@ -9,6 +9,7 @@ as well as it can be and stored anyway.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from email import policy
 from email.header import Header, decode_header, make_header
@@ -25,6 +26,7 @@ MAX_DEPTH = 20  # nested multiparts deeper than this are summarised as opaque
 # message while the hub waits; such mail is stored with an opaque structure instead.
 MAX_BOUNDARY_LINES = 1000  # lines starting with "--": an upper bound on MIME parts
 MAX_HEADER_LINES = 5000
+MAX_REFERENCES = 100  # message-ids kept from References
 
 
 @dataclass
@@ -34,6 +36,7 @@ class MessageSummary:
     from_: str = ""
     to: list[str] = field(default_factory=list)
     date: str = ""
+    references: list[str] = field(default_factory=list)  # RFC 5256 THREAD=REFERENCES
     attachments: list[dict] = field(default_factory=list)
     envelope: dict = field(default_factory=dict)
     structure: dict = field(default_factory=dict)
@@ -110,6 +113,11 @@ def envelope(msg: Message) -> dict:
         "in_reply_to": header("In-Reply-To"),
         "message_id": header("Message-ID"),
     }
+
+
+def message_ids(text: str) -> list[str]:
+    """The ``<msg-id>`` tokens of a References or In-Reply-To header, in order (RFC 5322 §3.6.4)."""
+    return re.findall(r"<[^<>\s]+>", text or "")[:MAX_REFERENCES]
 
 
 def _octets(text: str) -> bytes:
@@ -242,6 +250,7 @@ def summarize(raw: bytes) -> MessageSummary:
             from_=decode_text(msg.get("From")),
             to=[addr for _, addr in getaddresses([_raw(v) for v in msg.get_all("To") or []]) if addr],
             date=_raw(msg.get("Date")).strip(),
+            references=message_ids(_raw(msg.get("References"))),
             attachments=_attachments(msg),
             envelope=envelope(msg),
             structure=structure(msg),

@@ -1,0 +1,1 @@
+"""IMAP4rev1 (RFC 3501) and the extensions clients rely on: pure protocol code, no sockets."""
