@@ -15,10 +15,11 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from bson import ObjectId
+from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from mailappliance.storage.mongo import Collections
@@ -32,7 +33,11 @@ DEFAULT_FOLDERS: tuple[tuple[str, Optional[str]], ...] = (
     ("Trash", "\\Trash"),
     ("Junk", "\\Junk"),
 )
+HIERARCHY_DELIMITER = "/"
 MAX_CAS_ATTEMPTS = 200
+# A reservation not released within this long belongs to a writer that died; readers
+# stop waiting for it (see ``visible_limits``).
+PENDING_TTL = timedelta(seconds=120)
 CAS_BACKOFF = 0.002  # seconds; grows with each lost race, randomised
 
 
@@ -47,7 +52,39 @@ class Reservation:
     first_uid: int
     first_modseq: int
     count: int
+    token: Optional[ObjectId] = None
 
+
+@dataclass(frozen=True)
+class VisibleLimits:
+    """What a reader may announce of a folder without missing a later-committed change.
+
+    Writers reserve UIDs and modseqs before they store, and two writers (two
+    processes) may commit out of order. While a reservation is pending, changes at
+    or above it are not announced: ``uid_limit`` is the lowest UID not yet safe to
+    show, ``modseq_limit`` the highest modseq that is. RFC 3501 §2.3.1.1 requires
+    UIDs to be announced in ascending order; RFC 7162 §3.1 the same for modseqs.
+    """
+
+    uid_limit: int
+    modseq_limit: int
+    stale_tokens: tuple[str, ...] = ()
+
+
+def visible_limits(folder: dict, now: Optional[datetime] = None) -> VisibleLimits:
+    """Limits for ``folder`` (a document with uidnext, highestmodseq and pending)."""
+    now = now or datetime.now(timezone.utc)
+    uid_limit, modseq_limit = folder["uidnext"], folder["highestmodseq"]
+    stale = []
+    for token, entry in (folder.get("pending") or {}).items():
+        at = entry.get("at")
+        if at is None or at < now - PENDING_TTL:
+            stale.append(token)
+            continue
+        if entry.get("count", 0) > 0:
+            uid_limit = min(uid_limit, entry["uid"])
+        modseq_limit = min(modseq_limit, entry["modseq"] - 1)
+    return VisibleLimits(uid_limit, modseq_limit, tuple(stale))
 
 def new_uidvalidity() -> int:
     """A UIDVALIDITY that grows over time and fits in 32 bits (RFC 3501 §2.3.1.1)."""
@@ -94,8 +131,60 @@ class FolderStore:
     def of_mailbox(self, mailbox: str) -> list[dict]:
         return list(self.c.folders.find({"mailbox": mailbox}).sort("name", 1))
 
+    def by_id(self, folder_id: ObjectId, projection: Optional[dict] = None) -> Optional[dict]:
+        return self.c.folders.find_one({"_id": folder_id}, projection)
+
+    def several(self, folder_ids: list[ObjectId], projection: Optional[dict] = None) -> list[dict]:
+        return list(self.c.folders.find({"_id": {"$in": folder_ids}}, projection))
+
+    def rename(self, mailbox: str, old: str, new: str) -> int:
+        """Rename ``old`` and every folder under it (RFC 3501 §6.3.5); returns how many.
+
+        Messages refer to folders by id, so no message is touched.
+        """
+        prefix = old + HIERARCHY_DELIMITER
+        docs = [f for f in self.of_mailbox(mailbox) if f["name"] == old or f["name"].startswith(prefix)]
+        renamed = 0
+        for doc in sorted(docs, key=lambda f: len(f["name"])):
+            target = new + doc["name"][len(old):]
+            try:
+                result = self.c.folders.update_one({"_id": doc["_id"], "name": doc["name"]}, {"$set": {"name": target}})
+            except DuplicateKeyError:
+                raise FolderExists(target) from None
+            renamed += result.modified_count
+        return renamed
+
+    def set_subscribed(self, mailbox: str, name: str, subscribed: bool) -> bool:
+        result = self.c.folders.update_one({"mailbox": mailbox, "name": name}, {"$set": {"subscribed": subscribed}})
+        return result.matched_count == 1
+
+    def set_noselect(self, folder_id: ObjectId, noselect: bool) -> None:
+        """A deleted folder that still has children keeps its name as \\Noselect (RFC 3501 §6.3.4)."""
+        self.c.folders.update_one({"_id": folder_id}, {"$set": {"noselect": noselect}})
+
+    def remove(self, folder_id: ObjectId) -> bool:
+        self.forget([folder_id])
+        return self.c.folders.delete_one({"_id": folder_id}).deleted_count == 1
+
+    def claim_recent(self, folder_id: ObjectId, previous: Optional[int], up_to: int) -> bool:
+        """Make this session the one that reports UIDs ``[previous, up_to)`` as \\Recent.
+
+        RFC 3501 §2.3.2: a message is recent in exactly one session. The claim is a
+        compare-and-swap on the folder's ``recent_uid``, so only one session (in any
+        process) wins each message.
+        """
+        guard = {"_id": folder_id, "recent_uid": previous} if previous is not None else {
+            "_id": folder_id, "recent_uid": {"$exists": False}}
+        return self.c.folders.update_one(guard, {"$set": {"recent_uid": up_to}}).modified_count == 1
+
     def reserve(
-        self, folder_id: ObjectId, count: int, size: int = 0, unseen: int = 0, token: Optional[ObjectId] = None
+        self,
+        folder_id: ObjectId,
+        count: int,
+        size: int = 0,
+        unseen: int = 0,
+        token: Optional[ObjectId] = None,
+        modseqs: Optional[int] = None,
     ) -> Reservation:
         """Reserve ``count`` UIDs and modseqs in one folder; safe across processes.
 
@@ -104,6 +193,10 @@ class FolderStore:
         if storing fails. With a ``token``, a retry after a lost reply finds its own
         earlier update instead of reserving (and counting) a second time.
         """
+        if modseqs is None:
+            modseqs = count
+        if token is None:
+            token = ObjectId()
         for attempt in range(MAX_CAS_ATTEMPTS):
             seen = self._seen.get(folder_id)
             if seen is None:
@@ -112,23 +205,38 @@ class FolderStore:
                     raise KeyError(f"folder {folder_id} does not exist")
                 if token is not None and doc.get("reservation") == token:
                     self._seen[folder_id] = (doc["uidnext"], doc["highestmodseq"])
-                    return Reservation(doc["uidnext"] - count, doc["highestmodseq"] - count + 1, count)
+                    return Reservation(doc["uidnext"] - count, doc["highestmodseq"] - modseqs + 1, count, token)
                 seen = (doc["uidnext"], doc["highestmodseq"])
             uidnext, modseq = seen
-            update: dict = {"$inc": {"uidnext": count, "highestmodseq": count, "messages": count, "unseen": unseen, "bytes": size}}
-            if token is not None:
-                update["$set"] = {"reservation": token}
+            update: dict = {
+                "$inc": {"uidnext": count, "highestmodseq": modseqs, "messages": count, "unseen": unseen, "bytes": size},
+                "$set": {
+                    "reservation": token,
+                    f"pending.{token}": {"uid": uidnext, "modseq": modseq + 1, "count": count, "at": _now()},
+                },
+            }
             try:
                 result = self.c.folders.update_one({"_id": folder_id, "uidnext": uidnext, "highestmodseq": modseq}, update)
             except Exception:
                 self._seen.pop(folder_id, None)  # unknown outcome: read (and check the token) next time
                 raise
             if result.modified_count == 1:
-                self._seen[folder_id] = (uidnext + count, modseq + count)
-                return Reservation(uidnext, modseq + 1, count)
+                self._seen[folder_id] = (uidnext + count, modseq + modseqs)
+                return Reservation(uidnext, modseq + 1, count, token)
             self._seen.pop(folder_id, None)  # someone else moved it: read again
             time.sleep(random.uniform(0, CAS_BACKOFF * min(attempt + 1, 10)))
         raise RuntimeError(f"could not reserve UIDs in folder {folder_id}: too much contention")
+
+    def release(self, folder_ids, token: ObjectId) -> None:
+        """End the reservations made with ``token``: what they stored may now be announced."""
+        ops = [UpdateOne({"_id": folder_id}, {"$unset": {f"pending.{token}": ""}}) for folder_id in folder_ids]
+        if ops:
+            self.c.folders.bulk_write(ops, ordered=False)
+
+    def drop_stale(self, folder_id: ObjectId, tokens: tuple[str, ...]) -> None:
+        """Remove reservations left by a writer that died (see ``PENDING_TTL``)."""
+        if tokens:
+            self.c.folders.update_one({"_id": folder_id}, {"$unset": {f"pending.{t}": "" for t in tokens}})
 
     def uncount(self, folder_id: ObjectId, count: int, size: int, unseen: int) -> None:
         """Undo the counting of a reservation whose messages were not stored."""
@@ -147,3 +255,7 @@ class FolderStore:
     def forget(self, folder_ids) -> None:
         for folder_id in folder_ids:
             self._seen.pop(folder_id, None)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -19,6 +19,9 @@ from pymongo.errors import PyMongoError
 log = logging.getLogger("mailappliance.storage")
 
 CONNECT_TIMEOUT_MS = 10_000
+# Expunge tombstones outlive any IMAP session that could still need them: a session
+# reads them within seconds, and an idle one is logged out after 30 minutes.
+TOMBSTONE_SECONDS = 24 * 3600
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -55,6 +58,11 @@ class Collections:
     def raw(self):
         return self.db["raw_messages"]
 
+    @property
+    def expunged(self):
+        """Tombstones of expunged messages, so other IMAP sessions learn of them (RFC 3501 §7.4.1)."""
+        return self.db["expunged_messages"]
+
 
 INDEXES = {
     "mailboxes": [IndexModel([("domain", ASCENDING)])],
@@ -62,6 +70,10 @@ INDEXES = {
     "messages": [
         IndexModel([("folder", ASCENDING), ("uid", ASCENDING)], unique=True),
         IndexModel([("folder", ASCENDING), ("modseq", ASCENDING)]),  # CONDSTORE CHANGEDSINCE
+    ],
+    "expunged_messages": [
+        IndexModel([("folder", ASCENDING), ("modseq", ASCENDING)]),
+        IndexModel([("at", ASCENDING)], expireAfterSeconds=TOMBSTONE_SECONDS),
     ],
     # incoming_emails: _id is the queue id, an ObjectId made at receipt, so it is
     # also the time order; every secondary index costs each delivery (see blobs.py).

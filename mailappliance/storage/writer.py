@@ -29,7 +29,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Optional
+from typing import Callable, Optional
 
 import bson
 import gevent
@@ -113,6 +113,7 @@ class DeliveryWriter:
         self.batches = 0
         self.messages_written = 0
         self.failed_batches = 0
+        self.listeners: list[Callable[[set[ObjectId]], None]] = []
 
     @property
     def alive(self) -> bool:
@@ -190,6 +191,7 @@ class DeliveryWriter:
                 return
         for request in ready:
             request.result.set(None)
+        self._release(progress)
         self.batches += 1
         self.messages_written += len(ready)
         log.debug("stored batch of %d in %.1f ms", len(ready), (time.monotonic() - started) * 1000)
@@ -267,6 +269,21 @@ class DeliveryWriter:
                 request.result.set_exception(WriteFailed("a recipient's mailbox was deleted"))
         return ready
 
+    def _release(self, progress: _Progress) -> None:
+        """End the batch's reservations, then tell listeners (IMAP IDLE) which folders changed."""
+        folder_ids = set(progress.reserved)
+        if not folder_ids:
+            return
+        try:
+            self.folders.release(folder_ids, progress.token)
+        except PyMongoError as exc:  # readers stop waiting for it after PENDING_TTL
+            log.error("could not release UID reservations: %s", _short(exc))
+        for listener in self.listeners:
+            try:
+                listener(folder_ids)
+            except Exception:
+                log.exception("folder change listener failed")
+
     # ------------------------------------------------------------------ failures
     def _isolate_unstorable(self, batch: list[WriteRequest], progress: _Progress) -> bool:
         """After a failed batch: refuse the requests that can never be stored, store the rest.
@@ -284,6 +301,7 @@ class DeliveryWriter:
             return False
         log.warning("refusing %d unstorable message(s) and storing the other %d", len(bad), len(pending) - len(bad))
         self._undo(pending, progress)
+        self._release(progress)
         for request, reason in bad:
             request.result.set_exception(reason)
         rest = [r for r in pending if not r.result.ready()]
@@ -303,6 +321,8 @@ class DeliveryWriter:
                 log.error("could not undo the failed batch (%s); some of it may be stored", _short(undo_exc))
         for request in pending:
             request.result.set_exception(WriteFailed(_short(exc)))
+        if progress is not None:
+            self._release(progress)
 
     def _undo(self, pending: list[WriteRequest], progress: _Progress) -> None:
         messages = [m for r in pending for m in r.messages]

@@ -1,0 +1,272 @@
+"""Messages in IMAP folders: listing, flag changes, copies and expunges (RFC 3501 §6.4).
+
+Every change reserves a modseq on the folder first (``FolderStore.reserve``), so
+other sessions — in this process or another sharing the database — find it with
+one indexed query on ``{folder, modseq}`` (RFC 7162 §3.1). Expunged messages leave
+a tombstone in ``expunged_messages`` with the modseq of their expunge, which is how
+other sessions learn that a UID is gone (RFC 3501 §7.4.1).
+
+Reads use the ``{folder, uid}`` index with bounded ranges and projections, so
+listing the UIDs and flags of a large folder never reads envelopes, structures or
+raw bytes (shared/embedded-db.md).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable, Iterator, Optional, Sequence
+
+from bson import ObjectId
+from pymongo import UpdateOne
+
+from mailappliance.storage.blobs import BlobStore
+from mailappliance.storage.folders import FolderStore, Reservation
+from mailappliance.storage.mongo import Collections
+
+SEEN = "\\Seen"
+MAX_OR_RANGES = 50  # more UID ranges than this are read as one span and filtered here
+FLAG_RETRIES = 5  # rounds of a flag change that lost races with other writers
+BATCH = 1000  # documents per bulk write / $in query
+
+UidRanges = Sequence[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class FlagChange:
+    uid: int
+    flags: list[str]
+    modseq: int
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed in a folder between two modseqs."""
+
+    messages: list[dict]  # uid, flags, modseq of new or changed messages, by uid
+    expunged: list[int]  # UIDs expunged
+
+
+def uid_query(folder_id: ObjectId, ranges: UidRanges) -> dict:
+    """A filter for the UIDs in ``ranges`` (sorted, merged) on the {folder, uid} index."""
+    if not ranges:
+        return {"folder": folder_id, "uid": {"$in": []}}
+    if len(ranges) == 1 or len(ranges) > MAX_OR_RANGES:
+        return {"folder": folder_id, "uid": {"$gte": ranges[0][0], "$lte": ranges[-1][1]}}
+    return {"folder": folder_id, "$or": [{"uid": {"$gte": a, "$lte": b}} for a, b in ranges]}
+
+
+def in_ranges(uid: int, ranges: UidRanges) -> bool:
+    return any(a <= uid <= b for a, b in ranges)
+
+
+def ranges_of(uids: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted UIDs as merged ranges: ``[1, 2, 3, 7]`` is ``[(1, 3), (7, 7)]``."""
+    result: list[tuple[int, int]] = []
+    for uid in sorted(uids):
+        if result and uid == result[-1][1] + 1:
+            result[-1] = (result[-1][0], uid)
+        elif not result or uid > result[-1][1]:
+            result.append((uid, uid))
+    return result
+
+
+class MessageStore:
+    def __init__(self, collections: Collections, folders: FolderStore, blobs: BlobStore) -> None:
+        self.c = collections
+        self.folders = folders
+        self.blobs = blobs
+
+    # ------------------------------------------------------------------ reads
+    def uids(self, folder_id: ObjectId, below: int) -> list[int]:
+        """UIDs under ``below`` in ascending order (SELECT, RFC 3501 §6.3.1)."""
+        cursor = self.c.messages.find({"folder": folder_id, "uid": {"$lt": below}}, {"uid": 1, "_id": 0}).sort("uid", 1)
+        return [doc["uid"] for doc in cursor]
+
+    def find(self, folder_id: ObjectId, ranges: UidRanges, projection: Optional[dict] = None) -> Iterator[dict]:
+        """Messages with UIDs in ``ranges``, in UID order."""
+        query = uid_query(folder_id, ranges)
+        exact = "$or" in query or len(ranges) <= 1
+        for doc in self.c.messages.find(query, projection).sort("uid", 1):
+            if exact or in_ranges(doc["uid"], ranges):
+                yield doc
+
+    def count_from(self, folder_id: ObjectId, first_uid: int) -> int:
+        """Messages with UID ``first_uid`` or above: a bounded index range (STATUS RECENT)."""
+        return self.c.messages.count_documents({"folder": folder_id, "uid": {"$gte": first_uid}})
+
+    def changes(self, folder_id: ObjectId, after: int, up_to: int) -> Changes:
+        """New, re-flagged and expunged messages with modseq in ``(after, up_to]``."""
+        window = {"folder": folder_id, "modseq": {"$gt": after, "$lte": up_to}}
+        messages = sorted(
+            self.c.messages.find(window, {"uid": 1, "flags": 1, "modseq": 1, "_id": 0}), key=lambda d: d["uid"]
+        )
+        expunged = sorted(doc["uid"] for doc in self.c.expunged.find(window, {"uid": 1, "_id": 0}))
+        return Changes(messages, expunged)
+
+    def raw(self, doc: dict) -> bytes:
+        return self.blobs.read(doc["blob"], doc["size"])
+
+    # ------------------------------------------------------------------ flags
+    def store_flags(
+        self,
+        folder_id: ObjectId,
+        ranges: UidRanges,
+        mode: str,
+        flags: Sequence[str],
+        unchangedsince: Optional[int] = None,
+    ) -> tuple[list[FlagChange], list[int]]:
+        """STORE (RFC 3501 §6.4.6) with UNCHANGEDSINCE (RFC 7162 §3.1.3).
+
+        ``mode`` is ``""`` (replace), ``"+"`` or ``"-"``. Returns the changes made
+        (one new modseq for the whole command) and the UIDs refused because they
+        changed after ``unchangedsince``. Each update is guarded by the message's
+        modseq, so a concurrent change is never overwritten: the message is read
+        again and the change re-applied.
+        """
+        changed: list[FlagChange] = []
+        refused: list[int] = []
+        todo = ranges
+        reservation: Optional[Reservation] = None
+        try:
+            for _ in range(FLAG_RETRIES):
+                docs = list(self.find(folder_id, todo, {"uid": 1, "flags": 1, "modseq": 1}))
+                updates = []
+                for doc in docs:
+                    if unchangedsince is not None and doc.get("modseq", 0) > unchangedsince:
+                        refused.append(doc["uid"])
+                        continue
+                    new = _apply(doc.get("flags", []), mode, flags)
+                    if new != doc.get("flags", []):
+                        updates.append((doc, new))
+                if not updates:
+                    break
+                if reservation is None:
+                    reservation = self.folders.reserve(folder_id, 0, modseqs=1)
+                modseq = reservation.first_modseq
+                ops = [
+                    UpdateOne({"_id": doc["_id"], "modseq": doc.get("modseq")}, {"$set": {"flags": new, "modseq": modseq}})
+                    for doc, new in updates
+                ]
+                result = self.c.messages.bulk_write(ops, ordered=False) if ops else None
+                done = {doc["uid"] for doc, _ in updates}
+                if result is not None and result.modified_count != len(ops):
+                    # Some lost a race: see which carry our modseq now, retry the others.
+                    won = {d["uid"] for d in self.c.messages.find(
+                        {"_id": {"$in": [doc["_id"] for doc, _ in updates]}, "modseq": modseq}, {"uid": 1})}
+                    lost = done - won
+                    done = won
+                    todo = ranges_of(lost)
+                else:
+                    todo = []
+                delta = 0
+                for doc, new in updates:
+                    if doc["uid"] in done:
+                        changed.append(FlagChange(doc["uid"], new, modseq))
+                        delta += (SEEN in doc.get("flags", [])) - (SEEN in new)  # +1: became unseen
+                if delta:
+                    self.c.folders.update_one({"_id": folder_id}, {"$inc": {"unseen": delta}})
+                if not todo:
+                    break
+        finally:
+            if reservation is not None:
+                self.folders.release([folder_id], reservation.token)  # type: ignore[arg-type]
+        changed.sort(key=lambda change: change.uid)
+        return changed, sorted(refused)
+
+    # ------------------------------------------------------------------ copy / expunge
+    def copy(self, source_id: ObjectId, ranges: UidRanges, target: dict) -> list[tuple[int, int]]:
+        """COPY (RFC 3501 §6.4.7): new messages in ``target`` sharing the stored bytes.
+
+        Returns ``(source uid, new uid)`` pairs for COPYUID (RFC 4315 §3). The bytes'
+        reference counts go up before the copies exist, so a crash can leak bytes
+        but never leave a message without them.
+        """
+        docs = list(self.find(source_id, ranges))
+        if not docs:
+            return []
+        size = sum(d["size"] for d in docs)
+        unseen = sum(1 for d in docs if SEEN not in d.get("flags", []))
+        reservation = self.folders.reserve(target["_id"], len(docs), size, unseen)
+        try:
+            refs: dict[ObjectId, int] = defaultdict(int)
+            for doc in docs:
+                refs[doc["blob"]] += 1
+            self.c.raw.bulk_write([UpdateOne({"_id": f"{b}/0"}, {"$inc": {"refs": n}}) for b, n in refs.items()], ordered=False)
+            pairs = []
+            copies = []
+            for offset, doc in enumerate(docs):
+                uid = reservation.first_uid + offset
+                pairs.append((doc["uid"], uid))
+                copy = dict(doc)
+                copy.update(
+                    _id=ObjectId(), folder=target["_id"], mailbox=target["mailbox"], uid=uid,
+                    modseq=reservation.first_modseq + offset,
+                )
+                copies.append(copy)
+            for start in range(0, len(copies), BATCH):
+                self.c.messages.insert_many(copies[start : start + BATCH], ordered=True)
+        except Exception:
+            self.folders.uncount(target["_id"], len(docs), size, unseen)
+            raise
+        finally:
+            self.folders.release([target["_id"]], reservation.token)  # type: ignore[arg-type]
+        return pairs
+
+    def expunge(self, folder_id: ObjectId, ranges: Optional[UidRanges] = None) -> list[int]:
+        """Remove the \\Deleted messages (within ``ranges`` for UID EXPUNGE, RFC 4315 §2.1).
+
+        Tombstones are written before the messages are deleted, and the bytes are
+        released last: a crash part-way leaves mail in place, never lost.
+        """
+        query: dict = uid_query(folder_id, ranges) if ranges is not None else {"folder": folder_id}
+        query["flags"] = "\\Deleted"
+        docs = [
+            d for d in self.c.messages.find(query, {"uid": 1, "flags": 1, "size": 1, "blob": 1})
+            if ranges is None or in_ranges(d["uid"], ranges)
+        ]
+        if not docs:
+            return []
+        return self._remove(folder_id, docs)
+
+    def remove(self, folder_id: ObjectId, ranges: UidRanges) -> list[int]:
+        """Remove messages whatever their flags (the second half of MOVE, RFC 6851 §3.3)."""
+        docs = list(self.find(folder_id, ranges, {"uid": 1, "flags": 1, "size": 1, "blob": 1}))
+        return self._remove(folder_id, docs) if docs else []
+
+    def _remove(self, folder_id: ObjectId, docs: list[dict]) -> list[int]:
+        reservation = self.folders.reserve(folder_id, 0, modseqs=1)
+        try:
+            now = datetime.now(timezone.utc)
+            tombstones = [
+                {"folder": folder_id, "uid": d["uid"], "modseq": reservation.first_modseq, "at": now} for d in docs
+            ]
+            ids = [d["_id"] for d in docs]
+            for start in range(0, len(docs), BATCH):
+                self.c.expunged.insert_many(tombstones[start : start + BATCH], ordered=False)
+                deleted = self.c.messages.delete_many({"_id": {"$in": ids[start : start + BATCH]}})
+                del deleted
+            size = sum(d["size"] for d in docs)
+            unseen = sum(1 for d in docs if SEEN not in d.get("flags", []))
+            self.folders.uncount(folder_id, len(docs), size, unseen)
+        finally:
+            self.folders.release([folder_id], reservation.token)  # type: ignore[arg-type]
+        self.blobs.release((d["blob"], d["size"]) for d in docs)
+        return sorted(d["uid"] for d in docs)
+
+    def remove_all(self, folder_id: ObjectId) -> int:
+        """Delete every message of a folder that is itself being deleted (no tombstones needed)."""
+        docs = list(self.c.messages.find({"folder": folder_id}, {"blob": 1, "size": 1}))
+        self.c.messages.delete_many({"folder": folder_id})
+        self.blobs.release((d["blob"], d["size"]) for d in docs)
+        return len(docs)
+
+
+def _apply(current: list[str], mode: str, flags: Sequence[str]) -> list[str]:
+    """The flag list after STORE ``mode`` FLAGS ``flags``; order kept, no duplicates."""
+    if mode == "+":
+        return current + [f for f in dict.fromkeys(flags) if f not in current]
+    if mode == "-":
+        drop = set(flags)
+        return [f for f in current if f not in drop]
+    return list(dict.fromkeys(flags))
