@@ -25,6 +25,7 @@ from gevent.pywsgi import WSGIServer
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from mailappliance.protocol.imap.session import ImapConfig, ImapSession
 from mailappliance.protocol.lmtp import LmtpSession
 from mailappliance.protocol.replies import S
 from mailappliance.protocol.smtp import Peer, Role, SessionConfig, SmtpSession
@@ -139,6 +140,13 @@ class Appliance:
         self.writer.start()
         self.inbound = InboundService(stores.mailboxes, self.domains, self.authenticator, self.writer, s.mailbox_quota)
         self.admin = MailboxAdmin(stores.mailboxes, self.domains, self.authenticator, s.mailbox_quota)
+        from mailappliance.services.imap.backend import ImapBackend  # TODO: top-level once IMAP lands
+
+        self.imap = ImapBackend(
+            stores.mailboxes, stores.folders, stores.blobs, self.writer, self.authenticator,
+            default_quota=s.mailbox_quota, exempt_ip=s.is_relay_client,
+        )
+        self.imap.start()
         try:
             self._start_mail_servers()
             self._start_http()
@@ -238,6 +246,50 @@ class Appliance:
             server = self._smtp_server(name, protocol, port, role, tls, implicit)
             server.start()
             self.servers.append(server)
+        imap_tls = self._tls(s.imap_tls)
+        imap_plans = [("imap", s.imap_port, False)]
+        if s.imap_ssl_enabled:
+            imap_plans.append(("imaps", s.imap_ssl_port, True))
+        for name, port, implicit in imap_plans:
+            if port == 0:
+                continue
+            server = self._imap_server(name, port, imap_tls, implicit)
+            server.start()
+            self.servers.append(server)
+
+    def _imap_server(self, name: str, port: int, tls, implicit: bool) -> LineServer:
+        from mailappliance.protocol.imap.grammar import parse_command  # TODO: top-level once grammar lands
+        from mailappliance.servers.imap import ImapConnection
+
+        s = self.settings
+        backend = self.imap
+
+        def session(peer: Peer, tls_active: bool) -> ImapSession:
+            config = ImapConfig(
+                hostname=s.hostname,
+                allow_plaintext_auth=s.allow_plaintext_auth,
+                starttls=not implicit,
+                max_message_size=s.max_email_size,
+                max_bad_commands=s.max_bad_commands,
+            )
+            return ImapSession(config, backend, peer, tls_active, parse_command)
+
+        def connection(server, sock, address):
+            return ImapConnection(server, sock, address, session, None if implicit else tls, backend.watch, s.max_email_size)
+
+        return LineServer(
+            name,
+            "imap",
+            s.host,
+            max(port, 0),
+            connection,
+            implicit_tls=tls if implicit else None,
+            starttls=not implicit,
+            max_connections=s.max_connections,
+            max_per_ip=s.max_connections_per_ip,
+            exempt=s.is_relay_client,
+            refusal=b"* BYE Too many connections; try again later\r\n",
+        )
 
     def health_problem(self) -> Optional[str]:
         if self.db is None:
@@ -277,6 +329,8 @@ class Appliance:
         s = self.settings
         log.info("shutting down: no new connections; waiting up to %.0f s for transactions", s.shutdown_timeout)
         stop_servers(self.servers, s.shutdown_timeout)
+        if getattr(self, "imap", None) is not None:
+            self.imap.stop()
         for _, server in self.http:
             server.stop(timeout=5)
         if self.writer is not None:

@@ -78,6 +78,8 @@ def make_settings(tmp_path: Path, db_url: str, **overrides) -> Settings:
         lmtp_port=-1,
         lmtp_ssl_port=-1,
         lmtp_ssl_enabled=True,
+        imap_port=-1,
+        imap_ssl_port=-1,
         api_port=-1,
         mailbox_api_port=-1,
         mailbox_api_key="test-api-key-0123456789",

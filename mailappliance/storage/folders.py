@@ -34,6 +34,7 @@ DEFAULT_FOLDERS: tuple[tuple[str, Optional[str]], ...] = (
     ("Junk", "\\Junk"),
 )
 HIERARCHY_DELIMITER = "/"
+MAX_KEYWORDS = 100  # keywords one STORE or APPEND may add to a folder's list
 MAX_CAS_ATTEMPTS = 200
 # A reservation not released within this long belongs to a writer that died; readers
 # stop waiting for it (see ``visible_limits``).
@@ -161,6 +162,10 @@ class FolderStore:
     def set_noselect(self, folder_id: ObjectId, noselect: bool) -> None:
         """A deleted folder that still has children keeps its name as \\Noselect (RFC 3501 §6.3.4)."""
         self.c.folders.update_one({"_id": folder_id}, {"$set": {"noselect": noselect}})
+
+    def add_keywords(self, folder_id: ObjectId, keywords: list[str]) -> None:
+        """Keywords seen in a folder, announced in SELECT's FLAGS (RFC 3501 §7.2.6)."""
+        self.c.folders.update_one({"_id": folder_id}, {"$addToSet": {"keywords": {"$each": keywords[:MAX_KEYWORDS]}}})
 
     def remove(self, folder_id: ObjectId) -> bool:
         self.forget([folder_id])

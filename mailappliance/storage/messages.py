@@ -27,6 +27,7 @@ from mailappliance.storage.mongo import Collections
 SEEN = "\\Seen"
 MAX_OR_RANGES = 50  # more UID ranges than this are read as one span and filtered here
 FLAG_RETRIES = 5  # rounds of a flag change that lost races with other writers
+UNSEEN_WINDOW = 5000  # UIDs looked at per query when searching the first unseen
 BATCH = 1000  # documents per bulk write / $in query
 
 UidRanges = Sequence[tuple[int, int]]
@@ -91,6 +92,21 @@ class MessageStore:
             if exact or in_ranges(doc["uid"], ranges):
                 yield doc
 
+    def first_unseen(self, folder_id: ObjectId, below: int) -> Optional[int]:
+        """The lowest UID without \\Seen, for SELECT's ``[UNSEEN n]`` (RFC 3501 §6.3.1).
+
+        Read in bounded UID windows, since a sorted ``limit(1)`` would read every
+        match on the embedded server (shared/embedded-db.md).
+        """
+        start = 1
+        while start < below:
+            query = {"folder": folder_id, "uid": {"$gte": start, "$lt": min(start + UNSEEN_WINDOW, below)}, "flags": {"$ne": SEEN}}
+            uids = [d["uid"] for d in self.c.messages.find(query, {"uid": 1, "_id": 0})]
+            if uids:
+                return min(uids)
+            start += UNSEEN_WINDOW
+        return None
+
     def count_from(self, folder_id: ObjectId, first_uid: int) -> int:
         """Messages with UID ``first_uid`` or above: a bounded index range (STATUS RECENT)."""
         return self.c.messages.count_documents({"folder": folder_id, "uid": {"$gte": first_uid}})
@@ -115,7 +131,7 @@ class MessageStore:
         mode: str,
         flags: Sequence[str],
         unchangedsince: Optional[int] = None,
-    ) -> tuple[list[FlagChange], list[int]]:
+    ) -> tuple[list[FlagChange], list[int], list[FlagChange]]:
         """STORE (RFC 3501 §6.4.6) with UNCHANGEDSINCE (RFC 7162 §3.1.3).
 
         ``mode`` is ``""`` (replace), ``"+"`` or ``"-"``. Returns the changes made
@@ -125,6 +141,7 @@ class MessageStore:
         again and the change re-applied.
         """
         changed: list[FlagChange] = []
+        unchanged: list[FlagChange] = []
         refused: list[int] = []
         todo = ranges
         reservation: Optional[Reservation] = None
@@ -139,6 +156,8 @@ class MessageStore:
                     new = _apply(doc.get("flags", []), mode, flags)
                     if new != doc.get("flags", []):
                         updates.append((doc, new))
+                    else:
+                        unchanged.append(FlagChange(doc["uid"], new, doc.get("modseq", 0)))
                 if not updates:
                     break
                 if reservation is None:
@@ -172,7 +191,7 @@ class MessageStore:
             if reservation is not None:
                 self.folders.release([folder_id], reservation.token)  # type: ignore[arg-type]
         changed.sort(key=lambda change: change.uid)
-        return changed, sorted(refused)
+        return changed, sorted(refused), unchanged
 
     # ------------------------------------------------------------------ copy / expunge
     def copy(self, source_id: ObjectId, ranges: UidRanges, target: dict) -> list[tuple[int, int]]:
@@ -253,6 +272,11 @@ class MessageStore:
             self.folders.release([folder_id], reservation.token)  # type: ignore[arg-type]
         self.blobs.release((d["blob"], d["size"]) for d in docs)
         return sorted(d["uid"] for d in docs)
+
+    def expunge_all(self, folder_id: ObjectId) -> list[int]:
+        """Remove every message, with tombstones (DELETE of a folder that has children)."""
+        docs = list(self.c.messages.find({"folder": folder_id}, {"uid": 1, "flags": 1, "size": 1, "blob": 1}))
+        return self._remove(folder_id, docs) if docs else []
 
     def remove_all(self, folder_id: ObjectId) -> int:
         """Delete every message of a folder that is itself being deleted (no tombstones needed)."""

@@ -28,6 +28,8 @@ def start(tmp_path: Path, **env_overrides) -> tuple[subprocess.Popen, dict]:
         SMTP_587_PORT="auto",
         SMTP_465_PORT="auto",
         LMTP_PORT="auto",
+        IMAP_PORT="auto",
+        IMAP_SSL_PORT="auto",
         API_PORT="auto",
         MAILBOX_API_PORT="auto",
         MAILBOX_API_KEY=KEY,

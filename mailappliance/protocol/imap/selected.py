@@ -54,8 +54,9 @@ class SelectedFolder:
         if not self.uids:
             return []
         if by_uid:
-            spans = sequence.resolve(self.uids[-1])
-            return [(a, b) for a, b in spans if b >= self.uids[0] and a <= self.uids[-1]]
+            first, last = self.uids[0], self.uids[-1]
+            spans = sequence.resolve(last)
+            return [(max(a, first), min(b, last)) for a, b in spans if b >= first and a <= last]
         result: list[tuple[int, int]] = []
         for a, b in sequence.resolve(len(self.uids)):
             a, b = max(a, 1), min(b, len(self.uids))
