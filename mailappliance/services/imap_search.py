@@ -23,6 +23,9 @@ Choices where the RFC leaves room:
   RFC 2047 words decoded in headers; transfer- and charset-decoded text/* parts in bodies.
   FROM/TO/CC/BCC read the envelope addresses as ``Name <mailbox@host>``.
 * KEYWORD compares flags exactly as stored (the parser canonicalises system flags).
+* Envelope keys read the stored envelope; a message stored without one (too complex
+  to parse at delivery) has its header block read instead, so the raw loader's fields
+  are projected for them too, though normal messages never have their bytes read.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from mailappliance.protocol.imap.types import SearchKey, SequenceSet
 from mailappliance.services.mime import MAX_BOUNDARY_LINES, MAX_HEADER_LINES, decode_text
+from mailappliance.services.mime import envelope as envelope_of
 
 # Flag keys and the flag they test (RFC 3501 §6.4.4); the UN- forms are their negation.
 FLAG_KEYS = {
@@ -119,7 +123,12 @@ class _Message:
         return self._parsed
 
     def envelope(self) -> dict:
-        return self.doc.get("envelope") or {}
+        """The stored envelope; for mail stored without one (too complex to parse at
+        delivery, see ``mime``), one made from the raw header block if it is at hand."""
+        stored = self.doc.get("envelope")
+        if stored:
+            return stored
+        return self.cached("envelope", lambda: envelope_of(self.header_block()) if self.raw() else {})
 
 
 def _contains(haystack: str, needle: str) -> bool:
@@ -150,7 +159,7 @@ def render_addresses(addresses: Optional[Iterable[Sequence[Optional[str]]]]) -> 
 def _subject(msg: _Message) -> str:
     def make() -> str:
         subject = msg.doc.get("subject")
-        if subject is None:
+        if subject is None or not msg.doc.get("envelope"):
             subject = decode_text(msg.envelope().get("subject"))
         return subject
 
@@ -614,8 +623,8 @@ def compile_search(key: SearchKey, ctx: SearchContext, raw_fields: Sequence[str]
         else:
             query.update(node.query)
     fields = set(node.fields) | {"uid"}
-    if node.raw:
-        fields |= set(raw_fields)
+    if node.raw or any(name.startswith("envelope.") for name in fields):
+        fields |= set(raw_fields)  # envelope keys read raw bytes only when a message has no envelope
     projection = {name: 1 for name in sorted(fields)}
     if "_id" not in fields:
         projection["_id"] = 0

@@ -23,6 +23,9 @@ from mailappliance.services.mime import decode_text, message_ids
 SORT_KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO")
 THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Subjects are cut to this many characters before extracting the base subject, which
+# strips one prefix at a time: a hostile megabyte of "Re:" must not cost quadratic time.
+MAX_SUBJECT_CHARS = 2000
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -35,7 +38,6 @@ def casemap(text: str) -> str:
 
 _WSP_RUN = re.compile(r"[ \t\r\n]+")
 _BLOB = r"\[[^\[\]]*\][ ]*"  # subj-blob: BLOBCHAR is any octet but "[" and "]"
-_TRAILER = re.compile(r"(?:\(fwd\)|[ ])+$", re.IGNORECASE)  # step 2
 _REFWD = re.compile(rf"^(?:{_BLOB})*(?:re|fwd?)[ ]*(?:{_BLOB})?:", re.IGNORECASE)  # step 3
 _LEADING_BLOB = re.compile(rf"^{_BLOB}")  # step 4
 _FWD_HEADER = re.compile(r"^\[fwd:(.*)\]$", re.IGNORECASE | re.DOTALL)  # step 6
@@ -45,12 +47,16 @@ def extract_base_subject(subject: str) -> tuple[str, bool]:
     """The base subject of an already RFC 2047-decoded subject, and whether it is a
     reply or forward (it had a ``Re:``/``Fw:``/``Fwd:`` leader, a ``(fwd)`` trailer
     or a ``[fwd: ...]`` wrapper). RFC 5256 §2.1 steps 1-6."""
-    text = _WSP_RUN.sub(" ", subject)  # step 1: tabs and continuations become one space
+    text = _WSP_RUN.sub(" ", subject[:MAX_SUBJECT_CHARS])  # step 1: tabs and continuations become one space
     refwd = False
     while True:
-        trimmed = _TRAILER.sub("", text)  # step 2
-        refwd = refwd or "(" in text[len(trimmed):]
-        text = trimmed
+        while True:  # step 2: trailing "(fwd)" and spaces
+            if text.endswith(" "):
+                text = text.rstrip(" ")
+            elif text[-5:].lower() == "(fwd)":
+                text, refwd = text[:-5], True
+            else:
+                break
         while True:  # step 5: repeat steps 3 and 4 until nothing changes
             before = text
             while True:  # step 3

@@ -316,6 +316,20 @@ def test_raw_is_read_lazily_and_only_when_needed(folder):
     assert plan.needs_raw and plan.projection == {"_id": 0, "blob": 1, "size": 1, "uid": 1}
 
 
+def test_messages_stored_without_envelope_are_searched_from_their_header():
+    """Mail too complex to summarise at delivery is stored with an empty envelope."""
+    raw = b"From: Zed <zed@z.example>\r\nSubject: =?utf-8?q?r=C3=A9sum=C3=A9?=\r\nDate: 2 May 2024 10:00 +0000\r\n\r\nbody\r\n"
+    stored = {"uid": 1, "flags": [], "size": len(raw), "subject": "", "envelope": {}}
+    ctx = SearchContext(uids=[1])
+    for program in (K("FROM", "zed@z"), K("SUBJECT", "RÉSUMÉ"), K("HEADER", ("Subject", "")),
+                     K("SENTON", date(2024, 5, 2))):
+        plan = compile_search(program, ctx)
+        assert "blob" in plan.projection and not plan.needs_raw
+        assert plan.matches(stored, raw), program
+        assert not plan.matches(stored, None), "without the bytes, nothing to match"
+        assert plan.matches(build_doc(None, 1, raw, [], utc(2024, 5, 2), 1), None), "a normal document needs no bytes"
+
+
 def test_empty_session_finds_nothing(folder):
     messages, folder_id = folder
     ctx = SearchContext(uids=[])

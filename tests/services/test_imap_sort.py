@@ -262,3 +262,12 @@ def test_unknown_algorithm():
     with pytest.raises(ValueError):
         thread([], "X-CLEVER")
     assert thread([], "REFERENCES") == [] and thread([], "orderedsubject") == []
+
+
+def test_hostile_subjects_cost_little():
+    import time
+
+    started = time.perf_counter()
+    assert extract_base_subject("Re: " * 250_000 + "x") == ("", True)  # cut before the "x"
+    assert extract_base_subject("a" + " " * 100_000 + "(fwd)" * 1000)[0] == "a"
+    assert time.perf_counter() - started < 1.0
