@@ -26,13 +26,16 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from mailappliance.protocol.imap.session import ImapConfig, ImapSession
+from mailappliance.protocol.imap.grammar import parse_command
 from mailappliance.protocol.lmtp import LmtpSession
 from mailappliance.protocol.replies import S
 from mailappliance.protocol.smtp import Peer, Role, SessionConfig, SmtpSession
 from mailappliance.servers.base import LineServer, stop_servers
+from mailappliance.servers.imap import ImapConnection
 from mailappliance.servers.smtp import SmtpConnection
 from mailappliance.services.auth import Authenticator
 from mailappliance.services.domains import LocalDomains
+from mailappliance.services.imap.backend import ImapBackend
 from mailappliance.services.inbound import InboundService
 from mailappliance.services.mailbox_admin import MailboxAdmin
 from mailappliance.settings import Settings, SettingsError
@@ -140,8 +143,6 @@ class Appliance:
         self.writer.start()
         self.inbound = InboundService(stores.mailboxes, self.domains, self.authenticator, self.writer, s.mailbox_quota)
         self.admin = MailboxAdmin(stores.mailboxes, self.domains, self.authenticator, s.mailbox_quota)
-        from mailappliance.services.imap.backend import ImapBackend  # TODO: top-level once IMAP lands
-
         self.imap = ImapBackend(
             stores.mailboxes, stores.folders, stores.blobs, self.writer, self.authenticator,
             default_quota=s.mailbox_quota, exempt_ip=s.is_relay_client,
@@ -258,9 +259,6 @@ class Appliance:
             self.servers.append(server)
 
     def _imap_server(self, name: str, port: int, tls, implicit: bool) -> LineServer:
-        from mailappliance.protocol.imap.grammar import parse_command  # TODO: top-level once grammar lands
-        from mailappliance.servers.imap import ImapConnection
-
         s = self.settings
         backend = self.imap
 

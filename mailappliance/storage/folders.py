@@ -20,6 +20,7 @@ from typing import Optional
 
 from bson import ObjectId
 from pymongo import UpdateOne
+from pymongo.write_concern import WriteConcern
 from pymongo.errors import DuplicateKeyError
 
 from mailappliance.storage.mongo import Collections
@@ -236,7 +237,8 @@ class FolderStore:
         """End the reservations made with ``token``: what they stored may now be announced."""
         ops = [UpdateOne({"_id": folder_id}, {"$unset": {f"pending.{token}": ""}}) for folder_id in folder_ids]
         if ops:
-            self.c.folders.bulk_write(ops, ordered=False)
+            # No need to wait for the journal: after a crash, PENDING_TTL ends it anyway.
+            self.c.folders.with_options(write_concern=WriteConcern(w=1, j=False)).bulk_write(ops, ordered=False)
 
     def drop_stale(self, folder_id: ObjectId, tokens: tuple[str, ...]) -> None:
         """Remove reservations left by a writer that died (see ``PENDING_TTL``)."""

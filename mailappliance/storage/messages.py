@@ -107,6 +107,10 @@ class MessageStore:
             start += UNSEEN_WINDOW
         return None
 
+    def find_where(self, query: dict, projection: Optional[dict] = None):
+        """A cursor over messages (SEARCH compiles its own query on the {folder, uid} index)."""
+        return self.c.messages.find(query, projection)
+
     def count_from(self, folder_id: ObjectId, first_uid: int) -> int:
         """Messages with UID ``first_uid`` or above: a bounded index range (STATUS RECENT)."""
         return self.c.messages.count_documents({"folder": folder_id, "uid": {"$gte": first_uid}})
@@ -122,6 +126,10 @@ class MessageStore:
 
     def raw(self, doc: dict) -> bytes:
         return self.blobs.read(doc["blob"], doc["size"])
+
+    def raw_many(self, docs: list[dict]) -> dict[ObjectId, bytes]:
+        """The bytes of several messages in one query, keyed by blob id."""
+        return self.blobs.read_many([(d["blob"], d["size"]) for d in docs])
 
     # ------------------------------------------------------------------ flags
     def store_flags(

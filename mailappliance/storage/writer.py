@@ -189,9 +189,11 @@ class DeliveryWriter:
                 log.exception("unexpected error storing a batch of %d", len(batch))
                 self._fail(batch, exc, progress)
                 return
+        # End the reservations before answering, so a client that hears "stored"
+        # finds the message at once (an IMAP APPEND then SELECT, say).
+        self._release(progress)
         for request in ready:
             request.result.set(None)
-        self._release(progress)
         self.batches += 1
         self.messages_written += len(ready)
         log.debug("stored batch of %d in %.1f ms", len(ready), (time.monotonic() - started) * 1000)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from mailappliance.protocol.imap.encode import flag_list
 from mailappliance.protocol.imap.types import SequenceSet
@@ -28,7 +28,7 @@ class FlagUpdate:
 
 @dataclass
 class SelectedFolder:
-    folder_id: object
+    folder_id: Any  # the storage's id (an ObjectId); opaque here
     name: str
     readonly: bool
     uidvalidity: int

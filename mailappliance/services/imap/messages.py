@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 SEEN = "\\Seen"
 CHARSETS = ("US-ASCII", "UTF-8")
+RAW_BATCH_MESSAGES = 100  # messages whose bytes one query reads during FETCH
+RAW_BATCH_BYTES = 8 * 1024 * 1024
 # Stored fields each FETCH attribute needs (besides uid, flags and modseq).
 FIELDS = {
     "INTERNALDATE": ("internal_date",),
@@ -94,11 +96,17 @@ class MessageCommands:
         ]
         if not view.readonly and any(a.sets_seen for a in attributes):
             self._mark_seen(view, docs, attributes)
-        for doc in docs:
-            raw = self.store.raw(doc) if fetch_render.needs_raw(attributes, doc) else None
-            flags = view.flags_with_recent(doc["uid"], doc.get("flags", []))
-            number = view.msn(doc["uid"])
-            yield b"* %d FETCH (%s)\r\n" % (number, fetch_render.render(doc, attributes, raw, flags))
+        for batch in _raw_batches(docs, attributes):
+            raws = self.store.raw_many([d for d in batch if fetch_render.needs_raw(attributes, d)])
+            for doc in batch:
+                raw = None
+                if fetch_render.needs_raw(attributes, doc):
+                    raw = raws.get(doc["blob"])
+                    if raw is None:  # gone since the query (expunged elsewhere): nothing to send
+                        continue
+                flags = view.flags_with_recent(doc["uid"], doc.get("flags", []))
+                number = view.msn(doc["uid"]) or 0
+                yield b"* %d FETCH (%s)\r\n" % (number, fetch_render.render(doc, attributes, raw, flags))
         yield ok(command.tag, "FETCH completed")
 
     def _mark_seen(self, view: SelectedFolder, docs: list[dict], attributes: list[FetchAttribute]) -> None:
@@ -228,14 +236,21 @@ class MessageCommands:
         if charset is not None and charset.upper() not in CHARSETS:
             raise Refused(f"Unsupported charset {charset}", "BADCHARSET (US-ASCII UTF-8)")
         context = imap_search.SearchContext(uids=view.uids, recent=frozenset(view.recent))
-        uids = self.store.search(view.folder_id, key, context)
+        try:
+            uids = imap_search.search(self.store.find_where, view.folder_id, key, context, self.store.raw)
+        except imap_search.SearchError as exc:
+            raise _Bad(str(exc)) from None
         return [u for u in uids if view.known(u)]
 
     def cmd_search(self, session: ImapSession, command: Command) -> Iterator[bytes]:
         """RFC 3501 §6.4.4, ESEARCH results (RFC 4731), MODSEQ (RFC 7162 §3.1.5)."""
         view = self._view(session)
         args = command.args
-        uids = self._search(view, args.key, args.charset)
+        try:
+            uids = self._search(view, args.key, args.charset)
+        except _Bad as exc:
+            yield bad(command.tag, str(exc))
+            return
         numbers = uids if args.uid else [view.msn(u) or 0 for u in uids]
         modseq_suffix = b""
         if _uses_modseq(args.key) and uids:
@@ -269,10 +284,14 @@ class MessageCommands:
         """RFC 5256 SORT."""
         view = self._view(session)
         args = command.args
-        uids = self._search(view, args.key, args.charset)
-        docs = list(self.store.find(view.folder_id, ranges_of(uids), SORT_FIELDS)) if uids else []
-        wanted = set(uids)
-        ordered = imap_sort.sort_uids([d for d in docs if d["uid"] in wanted], args.criteria)
+        try:
+            uids = self._search(view, args.key, args.charset)
+            docs = list(self.store.find(view.folder_id, ranges_of(uids), SORT_FIELDS)) if uids else []
+            wanted = set(uids)
+            ordered = imap_sort.sort_uids([d for d in docs if d["uid"] in wanted], args.criteria)
+        except (_Bad, ValueError) as exc:
+            yield bad(command.tag, str(exc))
+            return
         numbers = ordered if args.uid else [view.msn(u) or 0 for u in ordered]
         yield b"* SORT%s\r\n" % b"".join(b" %d" % n for n in numbers)
         yield ok(command.tag, "SORT completed")
@@ -285,7 +304,11 @@ class MessageCommands:
         if algorithm not in ("ORDEREDSUBJECT", "REFERENCES"):
             yield bad(command.tag, f"Unsupported threading algorithm {algorithm}")
             return
-        uids = self._search(view, args.key, args.charset)
+        try:
+            uids = self._search(view, args.key, args.charset)
+        except _Bad as exc:
+            yield bad(command.tag, str(exc))
+            return
         wanted = set(uids)
         docs = [d for d in self.store.find(view.folder_id, ranges_of(uids), SORT_FIELDS) if d["uid"] in wanted] if uids else []
         tree = imap_sort.thread(docs, algorithm)
@@ -296,6 +319,20 @@ class MessageCommands:
 
 class _Bad(Exception):
     pass
+
+
+def _raw_batches(docs: list[dict], attributes: list[FetchAttribute]) -> Iterator[list[dict]]:
+    """Messages in groups whose bytes are read with one query (bounded in count and size)."""
+    batch: list[dict] = []
+    size = 0
+    for doc in docs:
+        batch.append(doc)
+        size += doc.get("size", 0)
+        if len(batch) >= RAW_BATCH_MESSAGES or size >= RAW_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def _known_between(view: SelectedFolder, low: int, high: int) -> Iterator[int]:
