@@ -239,7 +239,7 @@ def parse_sequence_set(buf: bytes, pos: int) -> tuple[SequenceSet, int]:
     if match is None:
         raise ParseError("expected a sequence set")
     end = match.end()
-    if end < len(buf) and buf[end] in b"0123456789:,$":
+    if end < len(buf) and buf[end] in b"0123456789:,$*":
         raise ParseError("malformed sequence set")
     whole = match.group()
     if whole.count(b",") >= MAX_SEQUENCE_RANGES:
