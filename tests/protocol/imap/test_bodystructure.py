@@ -105,7 +105,8 @@ iVBORw0KGgo=
 """
 )
 
-# multipart/mixed > [text/plain, message/rfc822 > multipart/alternative > [text/plain, multipart/related > [text/html, image/gif]]]
+# multipart/mixed > [text/plain, message/rfc822 > multipart/alternative >
+#     [text/plain, multipart/related > [text/html, image/gif]]]
 NESTED = crlf(
     """From: a@example.com
 To: b@example.com
