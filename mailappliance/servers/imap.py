@@ -91,7 +91,8 @@ class ImapConnection(Connection):
                 self._busy = True
                 try:
                     if isinstance(event, framing.Rejected):
-                        outcome = session.reject(event.tag, event.reason)
+                        too_big = event.reason in (framing.REASON_LITERAL, framing.REASON_COMMAND)
+                        outcome = session.reject(event.tag, event.reason, too_big)
                     else:
                         outcome = session.receive(event.data)
                     if self._run(outcome):

@@ -205,8 +205,11 @@ class ImapSession:
             return self._bad_syntax(None, f"Syntax error: {exc}")
         return self.execute(command)
 
-    def reject(self, tag: Optional[str], reason: str) -> Outcome:
-        """A command the framer refused (line or literal too long)."""
+    def reject(self, tag: Optional[str], reason: str, too_big: bool = False) -> Outcome:
+        """A command the framer refused: a literal over the limit is ``NO [TOOBIG]``
+        (RFC 7889 §4, what APPEND of an oversized message gets); an overlong line is BAD."""
+        if too_big and tag is not None:
+            return Outcome([no(tag, f"{reason} (at most {self.config.max_message_size} octets)", "TOOBIG")])
         return self._bad_syntax(tag, reason)
 
     def _bad_syntax(self, tag: Optional[str], text: str) -> Outcome:

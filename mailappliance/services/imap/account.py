@@ -345,6 +345,8 @@ class ImapAccount:
                 value = limits.modseq_limit
             elif item == "SIZE":
                 value = doc.get("bytes", 0)
+            elif item == "APPENDLIMIT":  # RFC 7889 §3
+                value = session.config.max_message_size
             elif item == "RECENT":
                 start = doc.get("recent_uid") or 1
                 value = self.store.count_from(doc["_id"], start) if start < limits.uid_limit else 0

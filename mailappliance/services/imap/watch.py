@@ -61,8 +61,9 @@ class FolderWatch:
         for doc in self.read_folders(ids):
             version = (doc.get("uidnext"), doc.get("highestmodseq"), bool(doc.get("pending")))
             if self._versions.get(doc["_id"]) != version:
-                if doc["_id"] in self._versions:
-                    changed.append(doc["_id"])
+                # A folder seen for the first time wakes its watchers once too: it may
+                # have changed between their last look and this poll.
+                changed.append(doc["_id"])
                 self._versions[doc["_id"]] = version
         self.changed(changed)
 
