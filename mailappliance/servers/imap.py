@@ -31,6 +31,7 @@ MAX_LINE = 64 * 1024  # a command line without its literals
 AUTOLOGOUT = 30 * 60.0  # RFC 3501 §5.4: at least 30 minutes once logged in
 LOGIN_TIMEOUT = 120.0  # before login
 IDLE_POLL = 29 * 60.0  # RFC 2177 §3: clients re-IDLE every 29 minutes
+PRE_AUTH_LITERAL = 8 * 1024  # before login, a literal carries at most a name or password
 
 SessionFactory = Callable[[Peer, bool], ImapSession]
 
@@ -56,7 +57,7 @@ class ImapConnection(Connection):
         self.watch = watch
         self.max_literal = max_literal
         self.session: Optional[ImapSession] = None
-        self.framer = framing.CommandFramer(MAX_LINE, max_literal)
+        self.framer = self._new_framer()
         self._out: list[bytes] = []
         self._queued = 0
         self._busy = False
@@ -97,6 +98,8 @@ class ImapConnection(Connection):
                         outcome = session.receive(event.data)
                     if self._run(outcome):
                         return
+                    if session.state != State.NOT_AUTHENTICATED and self.framer.max_literal != self.max_literal:
+                        self._allow_large_literals()
                 finally:
                     self._busy = False
         except socket.timeout:
@@ -107,6 +110,14 @@ class ImapConnection(Connection):
         finally:
             self.server.stats.auth_failures += session.auth_failures
             session.closed()
+
+    def _new_framer(self) -> framing.CommandFramer:
+        """Until login, literals are small: unauthenticated clients cannot make us hold megabytes."""
+        return framing.CommandFramer(MAX_LINE, PRE_AUTH_LITERAL)
+
+    def _allow_large_literals(self) -> None:
+        self.framer.max_literal = self.max_literal
+        self.framer.max_command = self.max_literal + 2 * MAX_LINE
 
     def _timeout(self) -> float:
         assert self.session is not None
@@ -154,7 +165,7 @@ class ImapConnection(Connection):
         if isinstance(action, Close):
             return True
         if isinstance(action, StartTls):
-            self.framer = framing.CommandFramer(MAX_LINE, self.max_literal)  # nothing sent before TLS is kept
+            self.framer = self._new_framer()  # nothing sent before TLS is kept
             assert self.tls_context is not None
             try:
                 self.start_tls(self.tls_context)

@@ -381,7 +381,11 @@ class ImapSession:
         """Changes to report while idling (RFC 2177 §3: EXPUNGE is fine here)."""
         if self.selected is None or self.account is None:
             return []
-        return self.account.sync(self.selected, expunge_allowed=True)
+        try:
+            return self.account.sync(self.selected, expunge_allowed=True)
+        except Refused as exc:  # the folder was deleted under us
+            self.unselect()
+            return [b"* OK [CLOSED] %s\r\n" % str(exc).encode()]
 
     def idle_done(self, line: bytes) -> Outcome:
         tag = self._idle_tag or "*"
