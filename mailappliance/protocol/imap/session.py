@@ -276,9 +276,7 @@ class ImapSession:
     cmd_check = cmd_noop  # RFC 3501 §6.4.1: every write is already durable
 
     def cmd_logout(self, command: Command) -> Outcome:
-        self.state = State.LOGOUT
-        if self.account is not None:
-            self.account.logout()
+        self._end()
         return Outcome([b"* BYE Logging out\r\n", ok(command.tag, "LOGOUT completed")], Close())
 
     def cmd_id(self, command: Command) -> Outcome:
@@ -412,17 +410,21 @@ class ImapSession:
     # ------------------------------------------------------------------ timeouts and shutdown
     def autologout(self) -> bytes:
         """RFC 3501 §5.4: an idle client is logged out after at least 30 minutes."""
-        if self.account is not None:
-            self.account.logout()
+        self._end()
         return b"* BYE Autologout; idle for too long\r\n"
 
     def shutting_down(self) -> bytes:
         return b"* BYE Server shutting down\r\n"
 
     def closed(self) -> None:
-        if self.account is not None and self.state != State.LOGOUT:
-            self.account.logout()
+        """The connection is gone, however it ended."""
+        self._end()
+
+    def _end(self) -> None:
+        if self.state != State.LOGOUT:
             self.state = State.LOGOUT
+            if self.account is not None:
+                self.account.logout()
 
 
 @dataclass

@@ -155,3 +155,13 @@ def test_backend_failures_become_tagged_no_and_session_goes_on():
 
     s.account.handle = refused
     assert text(s.execute(Command("c", "STATUS"))) == [b"c NO [NONEXISTENT] No folder X\r\n"]
+
+
+def test_account_is_logged_out_once_however_the_session_ends():
+    s = session(plaintext=True)
+    s.execute(Command("a", "LOGIN", Login("user@example.com", "secret")))
+    calls = []
+    s.account.logout = lambda: calls.append(1)
+    s.autologout()
+    s.closed()
+    assert calls == [1]
