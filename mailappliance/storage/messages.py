@@ -27,7 +27,6 @@ from mailappliance.storage.mongo import Collections
 SEEN = "\\Seen"
 MAX_OR_RANGES = 50  # more UID ranges than this are read as one span and filtered here
 FLAG_RETRIES = 5  # rounds of a flag change that lost races with other writers
-UNSEEN_WINDOW = 5000  # UIDs looked at per query when searching the first unseen
 BATCH = 1000  # documents per bulk write / $in query
 
 UidRanges = Sequence[tuple[int, int]]
@@ -84,6 +83,13 @@ class MessageStore:
         cursor = self.c.messages.find({"folder": folder_id, "uid": {"$lt": below}}, {"uid": 1, "_id": 0}).sort("uid", 1)
         return [doc["uid"] for doc in cursor]
 
+    def listing(self, folder_id: ObjectId, below: int) -> list[dict]:
+        """``{uid, flags, modseq}`` of every message under UID ``below``, in UID order."""
+        cursor = self.c.messages.find(
+            {"folder": folder_id, "uid": {"$lt": below}}, {"uid": 1, "flags": 1, "modseq": 1, "_id": 0}
+        ).sort("uid", 1)
+        return list(cursor)
+
     def find(self, folder_id: ObjectId, ranges: UidRanges, projection: Optional[dict] = None) -> Iterator[dict]:
         """Messages with UIDs in ``ranges``, in UID order."""
         query = uid_query(folder_id, ranges)
@@ -91,21 +97,6 @@ class MessageStore:
         for doc in self.c.messages.find(query, projection).sort("uid", 1):
             if exact or in_ranges(doc["uid"], ranges):
                 yield doc
-
-    def first_unseen(self, folder_id: ObjectId, below: int) -> Optional[int]:
-        """The lowest UID without \\Seen, for SELECT's ``[UNSEEN n]`` (RFC 3501 §6.3.1).
-
-        Read in bounded UID windows, since a sorted ``limit(1)`` would read every
-        match on the embedded server (shared/embedded-db.md).
-        """
-        start = 1
-        while start < below:
-            query = {"folder": folder_id, "uid": {"$gte": start, "$lt": min(start + UNSEEN_WINDOW, below)}, "flags": {"$ne": SEEN}}
-            uids = [d["uid"] for d in self.c.messages.find(query, {"uid": 1, "_id": 0})]
-            if uids:
-                return min(uids)
-            start += UNSEEN_WINDOW
-        return None
 
     def find_where(self, query: dict, projection: Optional[dict] = None):
         """A cursor over messages (SEARCH compiles its own query on the {folder, uid} index)."""

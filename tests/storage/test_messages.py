@@ -113,11 +113,3 @@ def test_recent_is_claimed_by_exactly_one_session(collections):
     assert folders.claim_recent(folder["_id"], None, 4)
     assert not folders.claim_recent(folder["_id"], None, 4)
     assert folders.claim_recent(folder["_id"], 4, 6)
-
-
-def test_first_unseen_reads_bounded_windows(collections):
-    folders, store, folder = setup(collections, n=3)
-    store.store_flags(folder["_id"], [(1, 2)], "+", ["\\Seen"])
-    assert store.first_unseen(folder["_id"], 4) == 3
-    store.store_flags(folder["_id"], [(3, 3)], "+", ["\\Seen"])
-    assert store.first_unseen(folder["_id"], 4) is None

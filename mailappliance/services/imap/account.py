@@ -105,13 +105,13 @@ class ImapAccount:
             yield b"* OK [CLOSED] Previous folder closed\r\n"
         doc = self.selectable(args.folder)
         limits = visible_limits(doc)
-        uids = self.store.uids(doc["_id"], limits.uid_limit)
+        snapshot = self.backend.index.snapshot(doc["_id"], doc["uidvalidity"], limits.modseq_limit, limits.uid_limit)
         view = SelectedFolder(
             folder_id=doc["_id"], name=doc["name"], readonly=readonly, uidvalidity=doc["uidvalidity"],
-            uids=uids, modseq=limits.modseq_limit, uid_limit=limits.uid_limit,
+            uids=list(snapshot.uids), modseq=snapshot.modseq, uid_limit=snapshot.uid_limit,
             condstore=args.condstore,
         )
-        view.recent = self._claim_recent(doc, view, limits.uid_limit)
+        view.recent = self._claim_recent(doc, view, view.uid_limit)
         session.select(view)
         if args.condstore:
             session.enabled.add("CONDSTORE")
@@ -120,11 +120,12 @@ class ImapAccount:
         yield b"* FLAGS (%s)\r\n" % flags
         yield b"* %d EXISTS\r\n" % view.exists
         yield b"* %d RECENT\r\n" % len(view.recent)
-        first_unseen = self._first_unseen(doc, view)
+        first_unseen_uid = snapshot.first_unseen() if doc.get("unseen") else None
+        first_unseen = view.msn(first_unseen_uid) if first_unseen_uid is not None else None
         if first_unseen:
             yield b"* OK [UNSEEN %d] First unseen message\r\n" % first_unseen
         yield b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % view.uidvalidity
-        yield b"* OK [UIDNEXT %d] Predicted next UID\r\n" % limits.uid_limit
+        yield b"* OK [UIDNEXT %d] Predicted next UID\r\n" % view.uid_limit
         if readonly:
             yield b"* OK [PERMANENTFLAGS ()] Read-only folder\r\n"
         else:
@@ -149,12 +150,6 @@ class ImapAccount:
         if self.folders.claim_recent(doc["_id"], previous, up_to):
             return {uid for uid in view.uids if start <= uid < up_to}
         return set()
-
-    def _first_unseen(self, doc: dict, view: SelectedFolder) -> Optional[int]:
-        if not doc.get("unseen") or not view.uids:
-            return None
-        uid = self.store.first_unseen(doc["_id"], view.uid_limit)
-        return view.msn(uid) if uid is not None else None
 
     def sync(self, view: SelectedFolder, expunge_allowed: bool) -> list[bytes]:
         """Report what changed in the selected folder since the view was last brought up to date."""

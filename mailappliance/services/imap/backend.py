@@ -12,6 +12,7 @@ from mailappliance.protocol.envelope import Peer
 from mailappliance.protocol.imap.session import Refused
 from mailappliance.services.auth import Authenticator
 from mailappliance.services.imap.account import ImapAccount
+from mailappliance.services.imap.index import FolderIndex
 from mailappliance.services.imap.login import LoginGuard
 from mailappliance.services.imap.watch import FolderWatch
 from mailappliance.services.mime import summarize
@@ -41,6 +42,7 @@ class ImapBackend:
         self.folders = folders
         self.blobs = blobs
         self.messages = MessageStore(folders.c, folders, blobs)
+        self.index = FolderIndex(self.messages)
         self.writer = writer
         self.authenticator = authenticator
         self.default_quota = default_quota

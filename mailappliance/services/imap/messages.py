@@ -33,6 +33,7 @@ FIELDS = {
     "RFC822.HEADER": ("blob", "size"),
     "RFC822.TEXT": ("blob", "size"),
 }
+INDEXED = {"FLAGS", "UID", "MODSEQ"}  # FETCH attributes the folder index answers
 SORT_FIELDS = {"uid": 1, "internal_date": 1, "size": 1, "envelope": 1, "subject": 1, "references": 1}
 
 
@@ -85,6 +86,10 @@ class MessageCommands:
             attributes.append(FetchAttribute("MODSEQ"))
         if "MODSEQ" in names or args.changedsince is not None:
             view.condstore = True
+        if {a.name for a in attributes} <= INDEXED and args.changedsince is None:
+            yield from self._fetch_from_index(view, ranges, attributes)
+            yield ok(command.tag, "FETCH completed")
+            return
         projection = {"uid": 1, "flags": 1, "modseq": 1}
         for attribute in attributes:
             projection.update({f: 1 for f in FIELDS.get(attribute.name, ())})
@@ -108,6 +113,17 @@ class MessageCommands:
                 number = view.msn(doc["uid"]) or 0
                 yield b"* %d FETCH (%s)\r\n" % (number, fetch_render.render(doc, attributes, raw, flags))
         yield ok(command.tag, "FETCH completed")
+
+    def _fetch_from_index(self, view: SelectedFolder, ranges, attributes: list[FetchAttribute]) -> Iterator[bytes]:
+        """FLAGS, UID and MODSEQ from the folder index: no message is read (``FETCH 1:* (FLAGS)``)."""
+        snapshot = self.backend.index.snapshot(view.folder_id, view.uidvalidity, view.modseq, view.uid_limit)
+        for low, high in ranges:
+            for uid in _known_between(view, low, high):
+                doc = snapshot.messages.get(uid)
+                if doc is None:
+                    continue  # expunged elsewhere; reported later
+                flags = view.flags_with_recent(uid, doc.get("flags", []))
+                yield b"* %d FETCH (%s)\r\n" % (view.msn(uid) or 0, fetch_render.render(doc, attributes, None, flags))
 
     def _mark_seen(self, view: SelectedFolder, docs: list[dict], attributes: list[FetchAttribute]) -> None:
         """RFC 3501 §6.4.5: BODY[...] sets \\Seen; the response then includes FLAGS."""
@@ -237,6 +253,11 @@ class MessageCommands:
             raise Refused(f"Unsupported charset {charset}", "BADCHARSET (US-ASCII UTF-8)")
         context = imap_search.SearchContext(uids=view.uids, recent=frozenset(view.recent))
         try:
+            plan = imap_search.compile_search(key, context)
+            if not plan.needs_raw and plan.projection is not None and set(plan.projection) <= {"uid", "flags", "modseq", "_id"}:
+                # Flags, UIDs, numbers: answered from the folder index, no query at all.
+                snapshot = self.backend.index.snapshot(view.folder_id, view.uidvalidity, view.modseq, view.uid_limit)
+                return [u for u in view.uids if view.known(u) and u in snapshot.messages and plan.matches(snapshot.messages[u])]
             uids = imap_search.search(self.store.find_where, view.folder_id, key, context, self.store.raw)
         except imap_search.SearchError as exc:
             raise _Bad(str(exc)) from None
