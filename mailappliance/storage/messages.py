@@ -27,6 +27,8 @@ from mailappliance.storage.mongo import Collections
 SEEN = "\\Seen"
 MAX_OR_RANGES = 50  # more UID ranges than this are read as one span and filtered here
 FLAG_RETRIES = 5  # rounds of a flag change that lost races with other writers
+# What a folder listing holds per message: enough for flags, UIDs, sizes and dates.
+LISTING_FIELDS = {"uid": 1, "flags": 1, "modseq": 1, "size": 1, "internal_date": 1, "_id": 0}
 BATCH = 1000  # documents per bulk write / $in query
 
 UidRanges = Sequence[tuple[int, int]]
@@ -84,10 +86,8 @@ class MessageStore:
         return [doc["uid"] for doc in cursor]
 
     def listing(self, folder_id: ObjectId, below: int) -> list[dict]:
-        """``{uid, flags, modseq}`` of every message under UID ``below``, in UID order."""
-        cursor = self.c.messages.find(
-            {"folder": folder_id, "uid": {"$lt": below}}, {"uid": 1, "flags": 1, "modseq": 1, "_id": 0}
-        ).sort("uid", 1)
+        """The small fields (``LISTING_FIELDS``) of every message under UID ``below``, in UID order."""
+        cursor = self.c.messages.find({"folder": folder_id, "uid": {"$lt": below}}, LISTING_FIELDS).sort("uid", 1)
         return list(cursor)
 
     def find(self, folder_id: ObjectId, ranges: UidRanges, projection: Optional[dict] = None) -> Iterator[dict]:
@@ -109,9 +109,7 @@ class MessageStore:
     def changes(self, folder_id: ObjectId, after: int, up_to: int) -> Changes:
         """New, re-flagged and expunged messages with modseq in ``(after, up_to]``."""
         window = {"folder": folder_id, "modseq": {"$gt": after, "$lte": up_to}}
-        messages = sorted(
-            self.c.messages.find(window, {"uid": 1, "flags": 1, "modseq": 1, "_id": 0}), key=lambda d: d["uid"]
-        )
+        messages = sorted(self.c.messages.find(window, LISTING_FIELDS), key=lambda d: d["uid"])
         expunged = sorted(doc["uid"] for doc in self.c.expunged.find(window, {"uid": 1, "_id": 0}))
         return Changes(messages, expunged)
 

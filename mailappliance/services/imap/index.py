@@ -1,8 +1,8 @@
-"""A per-process index of recently used folders: UIDs, flags and modseqs in memory.
+"""A per-process index of recently used folders: UIDs, flags, modseqs, sizes and dates.
 
 Dovecot keeps an index file per folder so that SELECT, ``FETCH 1:* (FLAGS)`` and
 flag searches never touch the messages. This is the same idea kept in memory: the
-first use of a folder reads ``{uid, flags, modseq}`` of all its messages once; every
+first use of a folder reads the small fields of all its messages once; every
 later use reads only what changed since, with one query on the ``{folder, modseq}``
 index (RFC 7162's modseqs make that exact), plus the expunge tombstones. Snapshots
 are shared by every session of the process; sessions copy the UID list they need.
@@ -35,7 +35,7 @@ class Snapshot:
     modseq: int
     uid_limit: int
     uids: list[int] = field(default_factory=list)
-    messages: dict[int, dict] = field(default_factory=dict)  # uid -> {"uid", "flags", "modseq"}
+    messages: dict[int, dict] = field(default_factory=dict)  # uid -> LISTING_FIELDS of the message
     loaded_at: float = field(default_factory=time.monotonic)
 
     def first_unseen(self) -> Optional[int]:

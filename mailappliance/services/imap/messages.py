@@ -13,7 +13,7 @@ from mailappliance.protocol.imap.selected import SelectedFolder
 from mailappliance.protocol.imap.session import ImapSession, Refused, bad, ok
 from mailappliance.protocol.imap.types import Command, FetchAttribute, SearchKey
 from mailappliance.services import imap_search, imap_sort
-from mailappliance.storage.messages import ranges_of
+from mailappliance.storage.messages import LISTING_FIELDS, ranges_of
 
 if TYPE_CHECKING:
     from mailappliance.services.imap.account import ImapAccount
@@ -33,7 +33,8 @@ FIELDS = {
     "RFC822.HEADER": ("blob", "size"),
     "RFC822.TEXT": ("blob", "size"),
 }
-INDEXED = {"FLAGS", "UID", "MODSEQ"}  # FETCH attributes the folder index answers
+INDEXED = {"FLAGS", "UID", "MODSEQ", "RFC822.SIZE", "INTERNALDATE"}  # FETCH attributes the folder index answers
+INDEXED_FIELDS = set(LISTING_FIELDS)  # message fields it holds
 SORT_FIELDS = {"uid": 1, "internal_date": 1, "size": 1, "envelope": 1, "subject": 1, "references": 1}
 
 
@@ -254,8 +255,8 @@ class MessageCommands:
         context = imap_search.SearchContext(uids=view.uids, recent=frozenset(view.recent))
         try:
             plan = imap_search.compile_search(key, context)
-            if not plan.needs_raw and plan.projection is not None and set(plan.projection) <= {"uid", "flags", "modseq", "_id"}:
-                # Flags, UIDs, numbers: answered from the folder index, no query at all.
+            if not plan.needs_raw and plan.projection is not None and set(plan.projection) <= INDEXED_FIELDS:
+                # Flags, UIDs, numbers, sizes, dates: answered from the folder index.
                 snapshot = self.backend.index.snapshot(view.folder_id, view.uidvalidity, view.modseq, view.uid_limit)
                 return [u for u in view.uids if view.known(u) and u in snapshot.messages and plan.matches(snapshot.messages[u])]
             uids = imap_search.search(self.store.find_where, view.folder_id, key, context, self.store.raw)
