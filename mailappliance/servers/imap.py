@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import time
 from typing import Callable, Optional
 
 import gevent
@@ -62,6 +63,7 @@ class ImapConnection(Connection):
         self._queued = 0
         self._busy = False
         self._lock = Semaphore()
+        self._login_deadline = time.monotonic() + LOGIN_TIMEOUT
 
     @property
     def busy(self) -> bool:
@@ -76,6 +78,7 @@ class ImapConnection(Connection):
     def serve(self) -> None:
         peer = Peer(ip=self.address[0], port=self.address[1], local_port=self.sock.getsockname()[1])
         self.session = session = self.session_factory(peer, self.server.implicit_tls is not None)
+        self._login_deadline = time.monotonic() + LOGIN_TIMEOUT
         self._queue(session.greeting())
         try:
             while True:
@@ -120,8 +123,15 @@ class ImapConnection(Connection):
         self.framer.max_command = self.max_literal + 2 * MAX_LINE
 
     def _timeout(self) -> float:
+        """Before login, one deadline for the whole conversation (chatter does not extend
+        it); after login, RFC 3501 §5.4's 30 minutes without a command."""
         assert self.session is not None
-        return LOGIN_TIMEOUT if self.session.state == State.NOT_AUTHENTICATED else AUTOLOGOUT
+        if self.session.state == State.NOT_AUTHENTICATED:
+            left = self._login_deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("login took too long")
+            return left
+        return AUTOLOGOUT
 
     def _receive(self, timeout: float) -> None:
         self.sock.settimeout(timeout)
@@ -175,7 +185,7 @@ class ImapConnection(Connection):
             session.tls_started()
             return False
         if isinstance(action, ReadSasl):
-            line = self._read_line(LOGIN_TIMEOUT)
+            line = self._read_line(self._timeout())
             return self._run(session.continue_sasl(line))
         if isinstance(action, Idle):
             return self._idle()

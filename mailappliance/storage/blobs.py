@@ -86,9 +86,15 @@ class BlobStore:
         ops = [UpdateOne({"_id": f"{blob_id}/0"}, {"$inc": {"refs": -n}}) for (blob_id, _), n in counts.items()]
         self.c.raw.bulk_write(ops, ordered=False)
         sizes = {blob_id: size for blob_id, size in counts}
-        first_chunks = [f"{blob_id}/0" for blob_id in sizes]
-        unused = [doc["_id"][:-2] for doc in self.c.raw.find({"_id": {"$in": first_chunks}, "refs": {"$lte": 0}}, {"_id": 1})]
-        if unused:
-            doomed = [c for hex_id in unused for c in chunk_ids(ObjectId(hex_id), sizes[ObjectId(hex_id)])]
-            self.c.raw.delete_many({"_id": {"$in": doomed}})
-        return len(unused)
+        firsts = [f"{blob_id}/0" for blob_id in sizes]
+        unused = [doc["_id"] for doc in self.c.raw.find({"_id": {"$in": firsts}, "refs": {"$lte": 0}}, {"_id": 1})]
+        if not unused:
+            return 0
+        # Guarded by the count itself: a reference taken meanwhile (an IMAP COPY) keeps the blob.
+        self.c.raw.delete_many({"_id": {"$in": unused}, "refs": {"$lte": 0}})
+        kept = {doc["_id"] for doc in self.c.raw.find({"_id": {"$in": unused}}, {"_id": 1})}
+        gone = [ObjectId(first[:-2]) for first in unused if first not in kept]
+        rest = [c for blob_id in gone for c in chunk_ids(blob_id, sizes[blob_id])[1:]]
+        if rest:
+            self.c.raw.delete_many({"_id": {"$in": rest}})
+        return len(gone)

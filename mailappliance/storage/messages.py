@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator, Optional, Sequence
 
 from bson import ObjectId
@@ -29,6 +29,7 @@ MAX_OR_RANGES = 50  # more UID ranges than this are read as one span and filtere
 FLAG_RETRIES = 5  # rounds of a flag change that lost races with other writers
 # What a folder listing holds per message: enough for flags, UIDs, sizes and dates.
 LISTING_FIELDS = {"uid": 1, "flags": 1, "modseq": 1, "size": 1, "internal_date": 1, "_id": 0}
+REMOVAL_CLAIM_SECONDS = 300  # an expunge claim older than this belongs to a dead process
 BATCH = 1000  # documents per bulk write / $in query
 
 UidRanges = Sequence[tuple[int, int]]
@@ -97,6 +98,9 @@ class MessageStore:
         for doc in self.c.messages.find(query, projection).sort("uid", 1):
             if exact or in_ranges(doc["uid"], ranges):
                 yield doc
+
+    def exists(self, message_id: ObjectId) -> bool:
+        return self.c.messages.find_one({"_id": message_id}, {"_id": 1}) is not None
 
     def find_where(self, query: dict, projection: Optional[dict] = None):
         """A cursor over messages (SEARCH compiles its own query on the {folder, uid} index)."""
@@ -194,40 +198,55 @@ class MessageStore:
     def copy(self, source_id: ObjectId, ranges: UidRanges, target: dict) -> list[tuple[int, int]]:
         """COPY (RFC 3501 §6.4.7): new messages in ``target`` sharing the stored bytes.
 
-        Returns ``(source uid, new uid)`` pairs for COPYUID (RFC 4315 §3). The bytes'
-        reference counts go up before the copies exist, so a crash can leak bytes
-        but never leave a message without them.
+        Returns ``(source uid, new uid)`` pairs for COPYUID (RFC 4315 §3). Works in
+        batches of ``BATCH`` messages, so memory stays bounded however many are copied.
         """
-        docs = list(self.find(source_id, ranges))
+        pairs: list[tuple[int, int]] = []
+        batch: list[dict] = []
+        for doc in self.find(source_id, ranges):
+            batch.append(doc)
+            if len(batch) >= BATCH:
+                pairs += self._copy_batch(batch, target)
+                batch = []
+        if batch:
+            pairs += self._copy_batch(batch, target)
+        return pairs
+
+    def _copy_batch(self, docs: list[dict], target: dict) -> list[tuple[int, int]]:
+        """Take a reference on each body, then write the copies.
+
+        The references come first, so a crash can leak bytes but never leave a
+        message without them; a body whose last reference went meanwhile (its
+        message was expunged by another session) is not copied.
+        """
+        refs: dict[ObjectId, int] = defaultdict(int)
+        for doc in docs:
+            refs[doc["blob"]] += 1
+        firsts = [f"{blob}/0" for blob in refs]
+        self.c.raw.bulk_write([UpdateOne({"_id": f"{b}/0"}, {"$inc": {"refs": n}}) for b, n in refs.items()], ordered=False)
+        alive = {d["_id"] for d in self.c.raw.find({"_id": {"$in": firsts}, "refs": {"$gt": 0}}, {"_id": 1})}
+        docs = [d for d in docs if f"{d['blob']}/0" in alive]
         if not docs:
             return []
         size = sum(d["size"] for d in docs)
         unseen = sum(1 for d in docs if SEEN not in d.get("flags", []))
         reservation = self.folders.reserve(target["_id"], len(docs), size, unseen)
         try:
-            refs: dict[ObjectId, int] = defaultdict(int)
-            for doc in docs:
-                refs[doc["blob"]] += 1
-            self.c.raw.bulk_write([UpdateOne({"_id": f"{b}/0"}, {"$inc": {"refs": n}}) for b, n in refs.items()], ordered=False)
-            pairs = []
             copies = []
             for offset, doc in enumerate(docs):
-                uid = reservation.first_uid + offset
-                pairs.append((doc["uid"], uid))
-                copy = dict(doc)
+                copy = {k: v for k, v in doc.items() if k != "removing"}
                 copy.update(
-                    _id=ObjectId(), folder=target["_id"], mailbox=target["mailbox"], uid=uid,
-                    modseq=reservation.first_modseq + offset,
+                    _id=ObjectId(), folder=target["_id"], mailbox=target["mailbox"],
+                    uid=reservation.first_uid + offset, modseq=reservation.first_modseq + offset,
                 )
                 copies.append(copy)
-            for start in range(0, len(copies), BATCH):
-                self.c.messages.insert_many(copies[start : start + BATCH], ordered=True)
+            self.c.messages.insert_many(copies, ordered=True)
         except Exception:
             self.folders.uncount(target["_id"], len(docs), size, unseen)
             raise
         finally:
             self.folders.release([target["_id"]], reservation.token)  # type: ignore[arg-type]
-        return pairs
+        return [(doc["uid"], copy["uid"]) for doc, copy in zip(docs, copies)]
 
     def expunge(self, folder_id: ObjectId, ranges: Optional[UidRanges] = None) -> list[int]:
         """Remove the \\Deleted messages (within ``ranges`` for UID EXPUNGE, RFC 4315 §2.1).
@@ -251,24 +270,42 @@ class MessageStore:
         return self._remove(folder_id, docs) if docs else []
 
     def _remove(self, folder_id: ObjectId, docs: list[dict]) -> list[int]:
+        """Expunge ``docs``: claim them, write tombstones, delete, uncount, release bytes.
+
+        Two sessions expunging the same messages at once must not both count them
+        down and release their bytes: each message is first claimed with a guarded
+        update, and a session works only on what it claimed. A claim left by a
+        process that died is taken over after ``REMOVAL_CLAIM_SECONDS``.
+        """
+        token = ObjectId()
+        stale = ObjectId.from_datetime(datetime.now(timezone.utc) - timedelta(seconds=REMOVAL_CLAIM_SECONDS))
+        unclaimed = {"$or": [{"removing": {"$exists": False}}, {"removing": {"$lt": stale}}]}
+        mine: list[dict] = []
+        for start in range(0, len(docs), BATCH):
+            ids = [d["_id"] for d in docs[start : start + BATCH]]
+            self.c.messages.update_many({"_id": {"$in": ids}, **unclaimed}, {"$set": {"removing": token}})
+            mine += self.c.messages.find(
+                {"_id": {"$in": ids}, "removing": token}, {"uid": 1, "flags": 1, "size": 1, "blob": 1}
+            )
+        if not mine:
+            return []
         reservation = self.folders.reserve(folder_id, 0, modseqs=1)
         try:
             now = datetime.now(timezone.utc)
-            tombstones = [
-                {"folder": folder_id, "uid": d["uid"], "modseq": reservation.first_modseq, "at": now} for d in docs
-            ]
-            ids = [d["_id"] for d in docs]
-            for start in range(0, len(docs), BATCH):
-                self.c.expunged.insert_many(tombstones[start : start + BATCH], ordered=False)
-                deleted = self.c.messages.delete_many({"_id": {"$in": ids[start : start + BATCH]}})
-                del deleted
-            size = sum(d["size"] for d in docs)
-            unseen = sum(1 for d in docs if SEEN not in d.get("flags", []))
-            self.folders.uncount(folder_id, len(docs), size, unseen)
+            for start in range(0, len(mine), BATCH):
+                batch = mine[start : start + BATCH]
+                self.c.expunged.insert_many(
+                    [{"folder": folder_id, "uid": d["uid"], "modseq": reservation.first_modseq, "at": now} for d in batch],
+                    ordered=False,
+                )
+                self.c.messages.delete_many({"_id": {"$in": [d["_id"] for d in batch]}, "removing": token})
+            size = sum(d["size"] for d in mine)
+            unseen = sum(1 for d in mine if SEEN not in d.get("flags", []))
+            self.folders.uncount(folder_id, len(mine), size, unseen)
         finally:
             self.folders.release([folder_id], reservation.token)  # type: ignore[arg-type]
-        self.blobs.release((d["blob"], d["size"]) for d in docs)
-        return sorted(d["uid"] for d in docs)
+        self.blobs.release((d["blob"], d["size"]) for d in mine)
+        return sorted(d["uid"] for d in mine)
 
     def expunge_all(self, folder_id: ObjectId) -> list[int]:
         """Remove every message, with tombstones (DELETE of a folder that has children)."""
@@ -284,10 +321,26 @@ class MessageStore:
 
 
 def _apply(current: list[str], mode: str, flags: Sequence[str]) -> list[str]:
-    """The flag list after STORE ``mode`` FLAGS ``flags``; order kept, no duplicates."""
+    """The flag list after STORE ``mode`` FLAGS ``flags``; order kept, no duplicates.
+
+    Flags compare case-insensitively (RFC 3501 §2.3.2: system flags; keywords too, as
+    Dovecot and Cyrus do); a flag keeps the spelling it was first stored with.
+    """
     if mode == "+":
-        return current + [f for f in dict.fromkeys(flags) if f not in current]
+        have = {f.lower() for f in current}
+        added = [f for f in _unique(flags) if f.lower() not in have]
+        return current + added
     if mode == "-":
-        drop = set(flags)
-        return [f for f in current if f not in drop]
-    return list(dict.fromkeys(flags))
+        drop = {f.lower() for f in flags}
+        return [f for f in current if f.lower() not in drop]
+    return _unique(flags)
+
+
+def _unique(flags: Sequence[str]) -> list[str]:
+    seen: set[str] = set()
+    result = []
+    for flag in flags:
+        if flag.lower() not in seen:
+            seen.add(flag.lower())
+            result.append(flag)
+    return result

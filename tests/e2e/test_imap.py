@@ -345,3 +345,73 @@ def test_literals_sync_and_nonsync_pipelined(imap_app):
         lines.append(line)
     assert any(l.startswith(b"a OK") for l in lines) and any(l.startswith(b"b OK") for l in lines)
     sock.close()
+
+
+# ---------------------------------------------------------------------- found in review
+
+
+def raw_session(app):
+    sock = socket.create_connection(("127.0.0.1", app.ports["imap"]), timeout=10)
+    f = sock.makefile("rb")
+    f.readline()
+
+    def command(tag: bytes, text: bytes) -> list[bytes]:
+        sock.sendall(tag + b" " + text + b"\r\n")
+        lines = []
+        while not (line := f.readline()).startswith(tag + b" "):
+            lines.append(line)
+        return lines + [line]
+
+    command(b"l", b'LOGIN user@example.com "%s"' % PASSWORD.encode())
+    return sock, command
+
+
+def test_silent_store_sends_no_fetch_and_keywords_ignore_case(imap_app):
+    fill(imap_app, 1).logout()
+    sock, command = raw_session(imap_app)
+    command(b"s", b"SELECT INBOX")
+    assert command(b"a", b"STORE 1 +FLAGS.SILENT (\\Flagged)") == [b"a OK STORE completed\r\n"]
+    lines = command(b"b", b"STORE 1 +FLAGS (foo Foo FOO)")
+    assert lines[0] == b"* 1 FETCH (UID 1 FLAGS (\\Flagged foo))\r\n"
+    sock.close()
+
+
+def test_fetch_1_star_on_an_empty_folder_is_ok_and_thread_of_nothing_has_no_space(imap_app):
+    sock, command = raw_session(imap_app)
+    command(b"s", b"SELECT INBOX")
+    assert command(b"a", b"FETCH 1:* (FLAGS)") == [b"a OK FETCH completed\r\n"]
+    assert command(b"b", b"FETCH 2 (FLAGS)")[-1].startswith(b"b BAD")
+    assert command(b"c", b"THREAD ORDEREDSUBJECT UTF-8 ALL") == [b"* THREAD\r\n", b"c OK THREAD completed\r\n"]
+    sock.close()
+
+
+def test_inbox_as_first_level_is_case_insensitive_too(imap_app):
+    client = connect(imap_app)
+    assert client.create("inbox/sub")[0] == "OK"
+    typ, data = client.list('""', "*")
+    assert b'(\\HasNoChildren) "/" INBOX/sub' in data
+    assert not any(line.endswith(b'"/" inbox') for line in data)
+    assert client.select("Inbox/Sub")[0] == "NO"  # only the first level ignores case
+    client.logout()
+
+
+def test_login_deadline_is_not_extended_by_chatter(imap_app, monkeypatch):
+    import mailappliance.servers.imap as imap_server
+
+    monkeypatch.setattr(imap_server, "LOGIN_TIMEOUT", 1.0)
+    sock = socket.create_connection(("127.0.0.1", imap_app.ports["imap"]), timeout=10)
+    f = sock.makefile("rb")
+    f.readline()
+    lines = []
+    started = time.monotonic()
+    for i in range(8):
+        try:
+            sock.sendall(b"n%d NOOP\r\n" % i)
+        except OSError:
+            break
+        lines.append(f.readline())
+        if lines[-1].startswith(b"* BYE"):
+            break
+        time.sleep(0.25)
+    assert any(line.startswith(b"* BYE Autologout") for line in lines)
+    assert time.monotonic() - started < 3

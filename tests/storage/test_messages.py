@@ -113,3 +113,39 @@ def test_recent_is_claimed_by_exactly_one_session(collections):
     assert folders.claim_recent(folder["_id"], None, 4)
     assert not folders.claim_recent(folder["_id"], None, 4)
     assert folders.claim_recent(folder["_id"], 4, 6)
+
+
+def test_two_sessions_expunging_the_same_messages_count_and_release_once(collections):
+    """Both read the same \\Deleted messages; only one may count them down and release their bytes."""
+    import gevent
+
+    folders, store, folder = setup(collections, n=20, flags=["\\Deleted"])
+    keep = folders.create("a@example.com", "Keep")
+    store.copy(folder["_id"], [(1, 20)], keep)  # every body now has two references
+    other = MessageStore(collections, FolderStore(collections), BlobStore(collections))
+    results = [gevent.spawn(s.expunge, folder["_id"]) for s in (store, other, store)]
+    gevent.joinall(results, raise_error=True)
+    removed = sorted(u for g in results for u in g.value)
+    assert removed == list(range(1, 21))  # each UID expunged exactly once
+    doc = folders.get("a@example.com", "INBOX")
+    assert (doc["messages"], doc["unseen"], doc["bytes"]) == (0, 0, 0)
+    kept = list(collections.messages.find({"folder": keep["_id"]}))
+    assert len(kept) == 20
+    assert all(collections.raw.find_one({"_id": f"{m['blob']}/0"})["refs"] == 1 for m in kept)
+
+
+def test_copy_skips_a_message_whose_body_went_meanwhile(collections):
+    folders, store, folder = setup(collections, n=2)
+    target = folders.create("a@example.com", "Archive")
+    gone = collections.messages.find_one({"folder": folder["_id"], "uid": 1})
+    store.blobs.release([(gone["blob"], gone["size"])])  # as if expunged by another session
+    pairs = store.copy(folder["_id"], [(1, 2)], target)
+    assert [src for src, _ in pairs] == [2]
+    assert folders.get("a@example.com", "Archive")["messages"] == 1
+
+
+def test_keywords_compare_case_insensitively():
+    from mailappliance.storage.messages import _apply
+
+    assert _apply(["$Label1"], "+", ["$label1", "Work", "WORK"]) == ["$Label1", "Work"]
+    assert _apply(["$Label1", "Work"], "-", ["work"]) == ["$Label1"]

@@ -71,9 +71,12 @@ class SelectedFolder:
         return result
 
     def valid_numbers(self, sequence: SequenceSet) -> bool:
-        """RFC 3501 §6.4.8: a message number beyond EXISTS is an error (``*`` is fine)."""
+        """RFC 3501 §9: a message number beyond EXISTS is an error; a range with ``*``
+        is fine even when the folder is empty (``FETCH 1:*`` then matches nothing)."""
         largest = len(self.uids)
-        return all((a is None or a <= largest) and (b is None or b <= largest) for a, b in sequence.ranges)
+        return all(
+            a is None or b is None or (a <= largest and b <= largest) for a, b in sequence.ranges
+        )
 
     def known(self, uid: int) -> bool:
         return self.msn(uid) is not None and uid not in self.held_expunges

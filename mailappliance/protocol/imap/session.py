@@ -4,7 +4,7 @@ Bytes of one complete command (literals inline, from ``framing``) go in; untagge
 and tagged responses plus at most one action (STARTTLS, IDLE, a SASL challenge,
 close) come out. The session never touches a socket: the gevent glue in
 ``servers/imap.py`` carries out the actions. Mail storage is reached through the
-backend object (``services/imap_mailbox.py``); folder-level work happens there,
+backend object (``services/imap/backend.py`` and ``account.py``); folder-level work happens there,
 while this module owns states, tags, capabilities, limits and response wording.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ MAX_AUTH_FAILURES = 3  # failed LOGIN/AUTHENTICATE per connection before BYE
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 SELECTED_CAPABILITIES = (
     "UIDPLUS", "MOVE", "UNSELECT", "SPECIAL-USE", "CHILDREN", "LIST-EXTENDED", "ESEARCH",
-    "SORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "CONDSTORE", "APPENDLIMIT",
+    "SORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "CONDSTORE",
 )
 ENABLEABLE = ("CONDSTORE",)
 
@@ -89,7 +89,7 @@ class Refused(Exception):
 
 
 class Backend(Protocol):
-    """What the session needs from the mail store (implemented in services/imap_mailbox.py)."""
+    """What the session needs from the mail store (implemented in services/imap/backend.py)."""
 
     def login(self, username: str, password: str, peer: Peer) -> Optional["Account"]: ...
 
@@ -187,7 +187,7 @@ class ImapSession:
                 caps.append("AUTH=LOGIN")
         else:
             caps += SELECTED_CAPABILITIES
-            caps[-1] = f"APPENDLIMIT={self.config.max_message_size}"
+            caps.append(f"APPENDLIMIT={self.config.max_message_size}")  # RFC 7889
         return " ".join(caps)
 
     @property

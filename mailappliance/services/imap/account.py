@@ -28,12 +28,13 @@ MAX_FOLDER_NAME = 255  # characters
 MAX_FOLDER_DEPTH = 20
 MAX_FOLDERS = 1000  # per account
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
-STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE")
 
 
 def folder_key(name: str) -> str:
-    """INBOX is case-insensitive (RFC 3501 §5.1); other names are exact."""
-    return INBOX if name.upper() == INBOX else name
+    """INBOX is case-insensitive (RFC 3501 §5.1), also as the first level of a
+    hierarchy (``inbox/sub`` is ``INBOX/sub``); other names are exact."""
+    head, sep, rest = name.partition(HIERARCHY_DELIMITER)
+    return INBOX + sep + rest if head.upper() == INBOX else name
 
 
 def check_new_name(name: str) -> None:

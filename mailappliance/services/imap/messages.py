@@ -6,6 +6,8 @@ sections, so ``FETCH 1:* (FLAGS UID)`` on a large folder reads the small
 """
 from __future__ import annotations
 
+import logging
+from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from mailappliance.protocol.imap import fetch as fetch_render
@@ -17,6 +19,8 @@ from mailappliance.storage.messages import LISTING_FIELDS, ranges_of
 
 if TYPE_CHECKING:
     from mailappliance.services.imap.account import ImapAccount
+
+log = logging.getLogger("mailappliance.imap")
 
 SEEN = "\\Seen"
 CHARSETS = ("US-ASCII", "UTF-8")
@@ -108,8 +112,10 @@ class MessageCommands:
                 raw = None
                 if fetch_render.needs_raw(attributes, doc):
                     raw = raws.get(doc["blob"])
-                    if raw is None:  # gone since the query (expunged elsewhere): nothing to send
-                        continue
+                    if raw is None:
+                        if self.store.exists(doc["_id"]):
+                            log.error("message %s (uid %d) has no stored bytes", doc["_id"], doc["uid"])
+                        continue  # else expunged elsewhere meanwhile: reported at the next sync
                 flags = view.flags_with_recent(doc["uid"], doc.get("flags", []))
                 number = view.msn(doc["uid"]) or 0
                 yield b"* %d FETCH (%s)\r\n" % (number, fetch_render.render(doc, attributes, raw, flags))
@@ -167,7 +173,7 @@ class MessageCommands:
             keywords = [f for f in args.flags if not f.startswith("\\")]
             if keywords and args.mode != "-":
                 self.account.folders.add_keywords(view.folder_id, keywords)
-        reported = changed if args.silent else sorted(changed + unchanged, key=lambda c: c.uid)
+        reported = [] if args.silent else sorted(changed + unchanged, key=lambda c: c.uid)
         for change in reported:
             yield view.fetch_flags(change.uid, change.flags, change.modseq)
         if args.silent and view.condstore:
@@ -335,7 +341,8 @@ class MessageCommands:
         docs = [d for d in self.store.find(view.folder_id, ranges_of(uids), SORT_FIELDS) if d["uid"] in wanted] if uids else []
         tree = imap_sort.thread(docs, algorithm)
         number = (lambda uid: uid) if args.uid else (lambda uid: view.msn(uid) or 0)
-        yield b"* THREAD " + imap_sort.render_thread(tree, number) + b"\r\n"
+        rendered = imap_sort.render_thread(tree, number)
+        yield b"* THREAD" + (b" " + rendered if rendered else b"") + b"\r\n"  # RFC 5256 §4
         yield ok(command.tag, "THREAD completed")
 
 
@@ -358,8 +365,6 @@ def _raw_batches(docs: list[dict], attributes: list[FetchAttribute]) -> Iterator
 
 
 def _known_between(view: SelectedFolder, low: int, high: int) -> Iterator[int]:
-    from bisect import bisect_left, bisect_right
-
     for uid in view.uids[bisect_left(view.uids, low) : bisect_right(view.uids, high)]:
         if uid not in view.held_expunges:
             yield uid
