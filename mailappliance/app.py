@@ -34,6 +34,7 @@ from mailappliance.services.auth import Authenticator
 from mailappliance.services.domains import LocalDomains
 from mailappliance.services.inbound import InboundService
 from mailappliance.services.mailbox_admin import MailboxAdmin
+from mailappliance.services.outbound_setup import Outbound, build_outbound
 from mailappliance.settings import Settings, SettingsError
 from mailappliance.storage.blobs import BlobStore
 from mailappliance.storage.embedded import EmbeddedDatabase, EmbeddedDatabaseError
@@ -118,6 +119,7 @@ class Appliance:
         self.servers: list[LineServer] = []
         self.http: list[tuple[str, WSGIServer]] = []
         self.writer: Optional[DeliveryWriter] = None
+        self.outbound: Optional[Outbound] = None
         self.api_key = ""
         self.api_key_path: Optional[Path] = None
         self.stopped = Event()
@@ -139,6 +141,10 @@ class Appliance:
         self.writer.start()
         self.inbound = InboundService(stores.mailboxes, self.domains, self.authenticator, self.writer, s.mailbox_quota)
         self.admin = MailboxAdmin(stores.mailboxes, self.domains, self.authenticator, s.mailbox_quota)
+        # Outbound delivery: the queue runner, MX delivery, source IPs, DKIM, webhooks.
+        self.outbound = build_outbound(s, stores.collections, stores.blobs, stores.mailboxes, self.writer)
+        if s.queue_enabled:
+            self.outbound.start()
         try:
             self._start_mail_servers()
             self._start_http()
@@ -250,7 +256,7 @@ class Appliance:
         s = self.settings
         apps = [
             ("mailbox-api", s.mailbox_api_port, create_mailbox_app(self.admin, self.api_key, self.health_problem)),
-            ("api", s.api_port, create_api_app(self.stores.incoming, self.api_key, self.health_problem)),
+            ("api", s.api_port, create_api_app(self.stores.incoming, self.api_key, self.health_problem, self.outbound)),
         ]
         access_log = logging.getLogger("mailappliance.http")
         for name, port, app in apps:
@@ -279,6 +285,8 @@ class Appliance:
         stop_servers(self.servers, s.shutdown_timeout)
         for _, server in self.http:
             server.stop(timeout=5)
+        if self.outbound is not None:
+            self.outbound.stop(s.shutdown_timeout)
         if self.writer is not None:
             self.writer.stop()
         if self.client is not None:

@@ -55,6 +55,18 @@ class Collections:
     def raw(self):
         return self.db["raw_messages"]
 
+    @property
+    def successful(self):
+        return self.db["successful_emails"]
+
+    @property
+    def bounced(self):
+        return self.db["bounced_emails"]
+
+    @property
+    def webhook_failures(self):
+        return self.db["webhook_failures"]
+
 
 INDEXES = {
     "mailboxes": [IndexModel([("domain", ASCENDING)])],
@@ -68,6 +80,8 @@ INDEXES = {
     "emails": [
         IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)]),
         IndexModel([("created_at", DESCENDING)]),
+        # Bounce reports still to be put into a sender's INBOX (few at any time).
+        IndexModel([("dsn", ASCENDING)], partialFilterExpression={"dsn": "pending"}, name="dsn_pending"),
     ],
     # raw_messages needs only its _id index ("<blob>/<n>").
 }
