@@ -48,6 +48,7 @@ from mailappliance.storage.mailboxes import MailboxStore
 from mailappliance.storage.queue import (
     BOUNCED,
     DEFERRED,
+    HISTORY_KEPT,
     PARTIAL,
     PENDING,
     SENT,
@@ -278,12 +279,11 @@ class QueueRunner:
                     self._wakeup.set()
 
     def _attempt(self, doc: dict) -> tuple[Completion, list[dict], bool]:
-        now = utcnow()
         sender = doc.get("from") or ""
         pending = [r["address"] for r in doc["recipients"] if r.get("status") in PENDING]
         results: list[DomainResult] = []
         try:
-            raw: Optional[bytes] = self.blobs.read(doc["blob"], doc["size"])
+            raw: Optional[bytes] = self.queue.read_raw(doc)
         except (KeyError, ValueError) as exc:
             log.error("%s: message bytes missing or damaged (%s)", doc.get("queue_id"), exc)
             raw = None
@@ -302,7 +302,7 @@ class QueueRunner:
                 jobs = [gevent.spawn(self._deliver_domain, doc, d, rcpts, raw) for d, rcpts in groups.items()]
                 gevent.joinall(jobs, raise_error=True)
                 results.extend(job.value for job in jobs)
-        return self._outcome(doc, results, now)
+        return self._outcome(doc, results, utcnow())
 
     def _deliver_domain(self, doc: dict, domain: str, recipients: list[str], raw: bytes) -> DomainResult:
         sender = doc.get("from") or ""
@@ -385,6 +385,7 @@ class QueueRunner:
                 "ip_source": result.selection.source,
                 "tls": handoff.tls,
                 "attempts": entry["attempts"],
+                "runner": self.owner,
             }
             if reply.ok:
                 record_id = ObjectId()
@@ -448,7 +449,7 @@ class QueueRunner:
                 "last_error": f"{errors[0]['code']} {errors[0].get('response', '')}"[:500] if errors else None,
             },
             "$unset": {"lease": "", "lease_owner": "", "lease_until": "", "claimed_at": ""},
-            "$push": {"history": {"$each": history, "$slice": -20}},
+            "$push": {"history": {"$each": history, "$slice": -HISTORY_KEPT}},
         }
         if successful:
             update["$push"]["successful_ids"] = {"$each": [r["_id"] for r in successful]}

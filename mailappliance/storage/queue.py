@@ -38,7 +38,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
-from mailappliance.storage.blobs import BlobStore
+from mailappliance.storage.blobs import CHUNK_SIZE, BlobStore, blob_documents
 from mailappliance.storage.mongo import Collections
 
 QUEUED, SENDING, DEFERRED, SENT, BOUNCED, PARTIAL = "queued", "sending", "deferred", "sent", "bounced", "partial"
@@ -51,8 +51,10 @@ MAX_WINDOW = timedelta(days=3650)
 FIRST_WINDOW = timedelta(seconds=1)
 FULL_SWEEP_SECONDS = 60.0  # look back to the epoch this often (mail stored late, clock skew)
 LATE_SLACK = timedelta(seconds=120)  # otherwise a sweep starts this far before "now"
+BUFFER_SECONDS = 5.0  # candidates read but not yet tried are used for this long
 CANDIDATE_FIELDS = {"_id": 1, "status": 1, "next_attempt_at": 1, "lease": 1}
 HISTORY_KEPT = 20
+PREFETCH_BYTES = 16 * 1024 * 1024  # bytes of claimed messages read with the claim
 _MAX_FLAG_RACES = 10
 
 
@@ -73,7 +75,9 @@ class DueScanner:
     The window starts at a floor (the earliest due time seen) and grows over empty ranges;
     when a window holds far more than wanted, the next one is cut to the density found.
     Claimed messages leave the status, so reading the same window again costs only what
-    is left in it.
+    is left in it. What a read returns beyond the batch is kept for the next claims (for a
+    few seconds): many messages due at the same millisecond - a burst, or a backlog
+    queued at once - are read once, not once per batch.
     """
 
     def __init__(self, collection, status: str) -> None:
@@ -83,6 +87,20 @@ class DueScanner:
         self.width = FIRST_WINDOW
         self.next_full_sweep = time.monotonic() + FULL_SWEEP_SECONDS
         self.queries = 0
+        self._buffer: list[dict] = []
+        self._buffer_expires = 0.0
+
+    def take(self, now: datetime, want: int) -> list[dict]:
+        """Up to ``want`` candidates, in random order within what one read returned (so
+        runners sharing the database mostly try different messages)."""
+        if self._buffer and time.monotonic() > self._buffer_expires:
+            self._buffer = []
+        if not self._buffer:
+            self._buffer = self.candidates(now, want)
+            random.shuffle(self._buffer)
+            self._buffer_expires = time.monotonic() + BUFFER_SECONDS
+        taken, self._buffer = self._buffer[:want], self._buffer[want:]
+        return taken
 
     def candidates(self, now: datetime, want: int) -> list[dict]:
         if time.monotonic() >= self.next_full_sweep:
@@ -106,7 +124,7 @@ class DueScanner:
                 return docs
             lo = hi
             self.width = min(MAX_WINDOW, self.width * 2)
-        self.floor = max(EPOCH, now - LATE_SLACK)
+        self.floor = max(EPOCH, (now - LATE_SLACK).replace(microsecond=0))
         return []
 
 
@@ -142,12 +160,7 @@ class OutboundQueue:
             need = want - len(tried)
             if need <= 0:
                 break
-            docs = [d for d in self.scanners[status].candidates(now, need) if d["_id"] not in exclude]
-            # Runners sharing the database read the same window: take a random part of its
-            # front, so they mostly try different messages.
-            front = docs[: 2 * need]
-            random.shuffle(front)
-            chosen = front[:need]
+            chosen = [d for d in self.scanners[status].take(now, need) if d["_id"] not in exclude]
             if not chosen:
                 continue
             ops = [
@@ -170,7 +183,31 @@ class OutboundQueue:
             tried.extend(d["_id"] for d in chosen)
         if not tried:
             return []
-        return list(self.c.outgoing.find({"_id": {"$in": tried}, "lease": token}))
+        won = list(self.c.outgoing.find({"_id": {"$in": tried}, "lease": token}))
+        self._prefetch(won)
+        return won
+
+    def _prefetch(self, docs: list[dict]) -> None:
+        """Read the bytes of small claimed messages in one query (``doc["raw"]``); one read
+        per message costs about six times as much on the embedded server."""
+        wanted: dict[str, dict] = {}
+        budget = PREFETCH_BYTES
+        for doc in docs:
+            if doc.get("size", CHUNK_SIZE + 1) <= min(CHUNK_SIZE, budget):
+                wanted[f"{doc['blob']}/0"] = doc
+                budget -= doc["size"]
+        if not wanted:
+            return
+        for chunk in self.c.raw.find({"_id": {"$in": list(wanted)}}, {"data": 1}):
+            doc = wanted[chunk["_id"]]
+            data = bytes(chunk["data"])
+            if len(data) == doc["size"]:
+                doc["raw"] = data
+
+    def read_raw(self, doc: dict) -> bytes:
+        """The message's bytes (prefetched by :meth:`claim` when small); KeyError when lost."""
+        raw = doc.get("raw")
+        return raw if raw is not None else self.blobs.read(doc["blob"], doc["size"])
 
     def renew(self, held: dict[ObjectId, ObjectId]) -> int:
         """Extend the leases ``{email id: lease token}`` still held; returns how many."""
@@ -324,6 +361,41 @@ class OutboundQueue:
         counts["successful_records"] = self.c.successful.estimated_document_count()
         counts["bounced_records"] = self.c.bounced.estimated_document_count()
         return counts
+
+
+def enqueue(collections: Collections, messages: list[tuple[str, list[str], bytes]], now: Optional[datetime] = None) -> list[ObjectId]:
+    """Queue ``(sender, recipients, raw)`` messages directly (tools, benchmarks, tests);
+    the same document shape the inbound service writes."""
+    now = now or utcnow()
+    docs: list[dict[str, Any]] = []
+    chunks: list[dict] = []
+    for sender, recipients, raw in messages:
+        blob_id = ObjectId()
+        chunks.extend(blob_documents(blob_id, raw))
+        email_id = ObjectId()
+        docs.append(
+            {
+                "_id": email_id,
+                "queue_id": str(email_id),
+                "from": sender,
+                "to": recipients,
+                "recipients": [{"address": r, "status": QUEUED, "attempts": 0} for r in recipients],
+                "subject": "",
+                "message_id": "",
+                "size": len(raw),
+                "blob": blob_id,
+                "status": QUEUED,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+                "source": "api",
+            }
+        )
+    if chunks:
+        collections.raw.insert_many(chunks, ordered=False)
+        collections.outgoing.insert_many(docs, ordered=False)
+    return [d["_id"] for d in docs]
 
 
 def requeue_fields(recipients: list[dict], now: datetime) -> Optional[dict]:
