@@ -399,8 +399,9 @@ def enqueue(collections: Collections, messages: list[tuple[str, list[str], bytes
 
 
 def requeue_fields(recipients: list[dict], now: datetime) -> Optional[dict]:
-    """The ``$set`` that queues again every recipient not delivered; None when there is none."""
-    again = [dict(r, status=QUEUED) if r.get("status") != SENT else r for r in recipients]
+    """The ``$set`` that queues again every recipient not delivered, with a fresh budget of
+    attempts and age; None when there is none. ``history`` keeps the earlier attempts."""
+    again = [dict(r, status=QUEUED, attempts=0) if r.get("status") != SENT else r for r in recipients]
     if all(r.get("status") == SENT for r in recipients):
         return None
     return {"recipients": again, "status": QUEUED, "next_attempt_at": now, "retry_from": now, "attempts": 0, "updated_at": now}

@@ -89,8 +89,10 @@ class Dnsmasq:
         resolver.port = self.port
         resolver.lifetime = 0.5
         try:
-            resolver.resolve("mx.accept.test", "A")
+            resolver.resolve("probe.test", "A")
             return True
+        except dns.resolver.NXDOMAIN:
+            return True  # it answers
         except Exception:
             return False
 

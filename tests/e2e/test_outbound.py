@@ -8,6 +8,7 @@ import json
 import smtplib
 import ssl
 import subprocess
+from datetime import timedelta
 
 import dkim
 import pytest
@@ -380,3 +381,28 @@ def test_queue_and_ip_selection_endpoints(outbound, peer):
     assert call("/ip-selection/stats")["enabled"] is False
     assert call("/ip-selection/clear-cache", "POST", {})["cleared"] == 0
     assert call("/ip-selection/test", "POST", {"from": SENDER, "to": ["a@accept.test"]})["source"] == "disabled"
+
+
+def test_retry_and_delete_requested_during_delivery_are_applied_after_it(outbound, peer):
+    import gevent
+
+    def slow(address):
+        gevent.sleep(1.0)
+        return "451 4.2.0 later" if address.startswith("defer") else "250 2.1.5 Ok"
+
+    peer.behaviour[PEER_ACCEPT].rcpt = slow
+    app = outbound(queue_retry_base=60)
+    queue = app.outbound.queue
+    retried = submit(app, ["defer@accept.test"], "retry me")
+    wait_for(lambda: queue.get(retried["_id"])["status"] == "sending")
+    assert queue.retry(retried["_id"]) == "scheduled"
+    doc = wait_for(lambda: (d := queue.get(retried["_id"])) and len(d.get("history", [])) == 2 and d)
+    assert doc["status"] == "deferred" and doc["attempts"] == 1, "tried again at once (not after the 60 s backoff), counting afresh"
+    assert doc["history"][1]["at"] - doc["history"][0]["at"] < timedelta(seconds=10)
+
+    deleted = submit(app, ["ok@accept.test"], "delete me")
+    wait_for(lambda: queue.get(deleted["_id"])["status"] == "sending")
+    assert queue.delete(deleted["_id"]) == "scheduled"
+    wait_for(lambda: queue.get(deleted["_id"]) is None)
+    assert app.stores.collections.successful.find_one({"email_id": deleted["_id"]})["recipient"] == "ok@accept.test"
+    assert [m.recipients for m in peer.received] == [["ok@accept.test"]], "delivered once, then deleted"
