@@ -10,7 +10,7 @@
   update of each original, one journal sync per batch), like the inbound writer.
 * Afterwards, and never in the way of delivery: webhooks are queued, and a bounce report
   (RFC 3464) goes into the INBOX of a local sender. Reports still owed after a crash are
-  found by the ``dsn: pending`` index at start.
+  listed in ``pending_reports`` and written at the next start.
 
 Per recipient: 2xx → sent; 5xx → bounced; 4xx, timeouts and connection failures →
 deferred and retried after ``QUEUE_RETRY_BASE * 2^(attempts-1)`` seconds (at most
@@ -467,7 +467,7 @@ class QueueRunner:
         for kind, entries in (("delivered", delivered_now), ("bounced", bounced_now)):
             if entries:
                 events.append(self._event(kind, doc, entries, status, attempts, now))
-        return Completion(doc["_id"], doc["lease"], update, successful, bounced), events, reports
+        return Completion(doc["_id"], doc["lease"], update, successful, bounced, reports), events, reports
 
     def _wants_report(self, sender: str) -> bool:
         """A report goes to a local mailbox only; never to <> (RFC 5321 §4.5.5)."""
@@ -565,22 +565,25 @@ class QueueRunner:
     # ------------------------------------------------------------------ bounce reports
     def _sweep_reports(self) -> None:
         try:
-            for doc in self.queue.pending_dsn(DSN_SWEEP_LIMIT):
-                self._write_report(doc["_id"])
+            for email_id in self.queue.pending_reports(DSN_SWEEP_LIMIT):
+                self._write_report(email_id)
         except PyMongoError as exc:
             log.warning("could not look for bounce reports still owed: %s", exc)
 
     def _write_report(self, email_id: ObjectId) -> None:
         """Put an RFC 3464 report for the recipients in ``dsn_pending_for`` into the sender's INBOX."""
         try:
+            if not self.queue.claim_report(email_id):
+                return  # another runner is writing it
             doc = self.queue.get(email_id)
             if doc is None or doc.get("dsn") != "pending":
+                self.queue.forget_report(email_id)
                 return
             addresses = list(doc.get("dsn_pending_for") or [])
             sender = (doc.get("from") or "").lower()
             mailbox = self.mailboxes.lookup(sender) if sender else None
             if mailbox is None or self.writer is None or not addresses:
-                self.queue.set_fields(email_id, {"dsn": "none"})
+                self.queue.report_written(email_id, addresses, None)
                 return
             try:
                 original: Optional[bytes] = self.blobs.read(doc["blob"], doc["size"])

@@ -64,6 +64,11 @@ class Collections:
         return self.db["bounced_emails"]
 
     @property
+    def pending_reports(self):
+        """Ids of ``emails`` whose bounce report is not yet in the sender's INBOX."""
+        return self.db["pending_reports"]
+
+    @property
     def webhook_failures(self):
         return self.db["webhook_failures"]
 
@@ -80,8 +85,6 @@ INDEXES = {
     "emails": [
         IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)]),
         IndexModel([("created_at", DESCENDING)]),
-        # Bounce reports still to be put into a sender's INBOX (few at any time).
-        IndexModel([("dsn", ASCENDING)], partialFilterExpression={"dsn": "pending"}, name="dsn_pending"),
     ],
     # raw_messages needs only its _id index ("<blob>/<n>").
 }

@@ -78,6 +78,8 @@ class Dnsmasq:
         deadline = time.monotonic() + 10
         while not self._answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                self.process.wait()
                 raise RuntimeError(f"dnsmasq did not start: {self.process.stdout.read().decode() if self.process.stdout else ''}")
             time.sleep(0.05)
 

@@ -406,3 +406,24 @@ def test_retry_and_delete_requested_during_delivery_are_applied_after_it(outboun
     wait_for(lambda: queue.get(deleted["_id"]) is None)
     assert app.stores.collections.successful.find_one({"email_id": deleted["_id"]})["recipient"] == "ok@accept.test"
     assert [m.recipients for m in peer.received] == [["ok@accept.test"]], "delivered once, then deleted"
+
+
+def test_a_report_owed_when_the_process_died_is_written_at_start(outbound):
+    from mailappliance.storage.queue import enqueue, utcnow
+
+    app = outbound(queue_enabled=False)
+    c = app.stores.collections
+    [email_id] = enqueue(c, [(SENDER, ["gone@accept.test"], b"Subject: lost report\r\n\r\nx\r\n")])
+    c.outgoing.update_one(
+        {"_id": email_id},
+        {"$set": {"status": "bounced", "dsn": "pending", "dsn_pending_for": ["gone@accept.test"],
+                  "recipients": [{"address": "gone@accept.test", "status": "bounced", "code": 550, "enhanced_code": "5.1.1",
+                                  "response": "5.1.1 no such user", "last_attempt_at": utcnow()}]}},
+    )
+    c.pending_reports.insert_one({"_id": email_id})
+    app.outbound.runner._sweep_reports()
+    [report] = stored_messages(app, SENDER)
+    assert b"Final-Recipient: rfc822; gone@accept.test" in stored_raw(app, report)
+    assert c.pending_reports.count_documents({}) == 0 and c.outgoing.find_one({"_id": email_id})["dsn"] == "sent"
+    app.outbound.runner._sweep_reports()
+    assert len(stored_messages(app, SENDER)) == 1, "written once"
