@@ -220,6 +220,8 @@ def _converse(
         raise
     except smtplib.SMTPServerDisconnected as exc:
         _close(client)
+        if "timed out" in str(exc):  # smtplib reports a read timeout as a disconnection
+            raise _HostFailed(Reply(451, f"timeout during {stage} with {target.name}[{target.address}]", "4.4.2", stage=stage)) from None
         raise _HostFailed(Reply(421, f"connection lost during {stage}: {exc}", "4.4.2", stage=stage)) from None
     except smtplib.SMTPResponseException as exc:
         _close(client)

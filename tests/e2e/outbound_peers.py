@@ -39,9 +39,17 @@ mx-host=dangling.test,mx.nowhere.test,10
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free for UDP and TCP on 127.0.0.1 (dnsmasq listens on both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            with socket.socket() as t:
+                t.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
 
 
 def shared_port(addresses: list[str]) -> int:
@@ -65,6 +73,15 @@ class Dnsmasq:
     """dnsmasq in the foreground on 127.0.0.1:<free port>, answering only for ``.test``."""
 
     def __init__(self, records: str = DNS_RECORDS, ttl: int = 0) -> None:
+        for attempt in range(3):  # the port may be taken between choosing and binding it
+            try:
+                self._start(records, ttl)
+                return
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+
+    def _start(self, records: str, ttl: int) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="dnsmasq-"))
         self.port = free_udp_port()
         conf = self.dir / "dnsmasq.conf"
@@ -80,6 +97,7 @@ class Dnsmasq:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.process.kill()
                 self.process.wait()
+                shutil.rmtree(self.dir, ignore_errors=True)
                 raise RuntimeError(f"dnsmasq did not start: {self.process.stdout.read().decode() if self.process.stdout else ''}")
             time.sleep(0.05)
 
@@ -124,6 +142,7 @@ class Behaviour:
     """How an SMTP peer answers; by default per recipient local part prefix."""
 
     greeting: str = "220 peer ESMTP"
+    greeting_delay: float = 0.0
     starttls: bool = False
     size_limit: int = 0
     mail_reply: Optional[str] = None
@@ -174,6 +193,8 @@ class SmtpPeer:
         def send(line: str) -> None:
             sock.sendall(line.encode() + b"\r\n")
 
+        if behaviour.greeting_delay:
+            gevent.sleep(behaviour.greeting_delay)
         send(behaviour.greeting)
         if not behaviour.greeting.startswith("220"):
             sock.close()

@@ -427,3 +427,23 @@ def test_a_report_owed_when_the_process_died_is_written_at_start(outbound):
     assert c.pending_reports.count_documents({}) == 0 and c.outgoing.find_one({"_id": email_id})["dsn"] == "sent"
     app.outbound.runner._sweep_reports()
     assert len(stored_messages(app, SENDER)) == 1, "written once"
+
+
+def test_a_silent_server_times_out_and_the_recipient_is_deferred(outbound, peer):
+    peer.behaviour[PEER_ACCEPT].greeting_delay = 5
+    app = outbound(outbound_connect_timeout=0.5, queue_max_attempts=1)
+    started = __import__("time").monotonic()
+    doc = final(app, submit(app, ["a@accept.test"], "silent"))
+    [rcpt] = doc["recipients"]
+    assert (rcpt["code"], rcpt["enhanced_code"], rcpt["bounce_type"]) == (451, "4.4.2", "transient")
+    assert "timeout during connect" in rcpt["response"]
+    assert __import__("time").monotonic() - started < 4
+
+
+def test_a_failed_tls_handshake_is_retried_in_clear(outbound, peer):
+    peer.tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # no certificate: every handshake fails
+    peer.behaviour[PEER_ACCEPT].starttls = True
+    app = outbound()
+    doc = final(app, submit(app, ["a@accept.test"], "tls broken"))
+    assert doc["status"] == "sent" and doc["recipients"][0]["tls"] is False
+    assert len(peer.connections) == 2 and peer.received[0].tls is False
