@@ -206,30 +206,35 @@ class QueueRunner:
 
     # ------------------------------------------------------------------ claiming
     def _claim_loop(self) -> None:
-        threshold = max(1, min(10, self.config.concurrency // 4))
         while not self._stopping:
-            free = self.config.concurrency - len(self._inflight)
-            claimed: list[dict] = []
-            if free >= threshold or (free > 0 and not self._inflight):
-                try:
-                    claimed = self.queue.claim(free, self.owner, frozenset(self._inflight))
-                except PyMongoError as exc:
-                    log.error("claiming due mail failed: %s", exc)
-                    gevent.sleep(self.config.poll_interval)
+            try:
+                if self._claim_once():
                     continue
-                self._backlog = len(claimed) == free
-                for doc in claimed:
-                    if self._stopping:
-                        break
-                    self._inflight[doc["_id"]] = doc["lease"]
-                    self.counters["claimed"] += 1
-                    delivery = gevent.spawn(self._process, doc)
-                    self._deliveries.add(delivery)
-                    delivery.link(self._deliveries.discard)
-                if self._backlog:
-                    continue
+            except PyMongoError as exc:
+                log.error("claiming due mail failed: %s", exc)
+            except Exception:  # a bug here must not stop delivery for good
+                log.exception("queue runner claim loop error")
             self._wakeup.clear()
             self._wakeup.wait(self.config.poll_interval)
+
+    def _claim_once(self) -> bool:
+        """Claim what the free slots can take; True when there may be more due right now."""
+        threshold = max(1, min(10, self.config.concurrency // 4))
+        free = self.config.concurrency - len(self._inflight)
+        if free < threshold and (free <= 0 or self._inflight):
+            return False
+        claimed = self.queue.claim(free, self.owner, frozenset(self._inflight))
+        self._backlog = len(claimed) == free
+        for n, doc in enumerate(claimed):
+            if self._stopping:
+                self.queue.release({d["_id"]: d["lease"] for d in claimed[n:]})
+                return False
+            self._inflight[doc["_id"]] = doc["lease"]
+            self.counters["claimed"] += 1
+            delivery = gevent.spawn(self._process, doc)
+            self._deliveries.add(delivery)
+            delivery.link(self._deliveries.discard)
+        return self._backlog
 
     def _renew_loop(self) -> None:
         while not self._stopping:
@@ -238,6 +243,8 @@ class QueueRunner:
                 self.queue.renew(dict(self._inflight))
             except PyMongoError as exc:
                 log.warning("renewing %d leases failed: %s", len(self._inflight), exc)
+            except Exception:
+                log.exception("queue runner lease renewal error")
 
     def _slot(self, domain: str) -> BoundedSemaphore:
         slot = self._domain_slots.get(domain)
@@ -274,9 +281,7 @@ class QueueRunner:
         finally:
             self._inflight.pop(email_id, None)
             if self._backlog:
-                free = self.config.concurrency - len(self._inflight)
-                if free >= max(1, min(10, self.config.concurrency // 4)):
-                    self._wakeup.set()
+                self._wakeup.set()
 
     def _attempt(self, doc: dict) -> tuple[Completion, list[dict], bool]:
         sender = doc.get("from") or ""

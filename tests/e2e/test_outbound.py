@@ -226,14 +226,16 @@ def test_blocked_ip_is_not_kept_for_the_retry(outbound, peer):
 @pytest.mark.parametrize(
     "answer, expected_ip, source",
     [
+        ((200, b'{"ip": "127.0.0.2"}'), "127.0.0.2", "api"),
+        ((200, b'{"ip": "127.0.0.3"}'), "127.0.0.3", "api"),
         ((200, b"not json"), "127.0.0.4", "fallback"),
         ((200, b'{"ip": "192.0.2.77"}'), "127.0.0.4", "fallback"),
         ((500, b"{}"), "127.0.0.4", "fallback"),
         (None, "127.0.0.4", "fallback"),
     ],
-    ids=["garbage", "not-local", "http-500", "timeout"],
+    ids=["127.0.0.2", "127.0.0.3", "garbage", "not-local", "http-500", "timeout"],
 )
-def test_ip_selection_failures_use_the_fallback_ip(outbound, peer, answer, expected_ip, source):
+def test_ip_selection_answers_and_failures(outbound, peer, answer, expected_ip, source):
     api = HttpRecorder(slow_answer(3, (200, b'{"ip": "127.0.0.3"}')) if answer is None else (lambda request: answer))
     try:
         app = outbound(
