@@ -98,6 +98,13 @@ def hand_off(
     started = time.monotonic()
     result = Handoff(replies={}, source_ip=source_ip)
     last: Reply = Reply(451, "no destination host to try", "4.4.0", stage="connect")
+    if source_ip:
+        # A socket bound to an IPv4 address cannot reach an IPv6 one, and the reverse.
+        family = ":" in source_ip
+        usable = [t for t in targets_ if (":" in t.address) == family]
+        if not usable and targets_:
+            last = Reply(451, f"no address of the destination in the family of the source IP {source_ip}", "4.4.0", stage="connect")
+        targets_ = usable
     for target in targets_:
         result.tried.append(f"{target.name}[{target.address}]")
         for use_tls in ((True, False) if options.tls == "may" else (False,)):

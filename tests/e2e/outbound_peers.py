@@ -226,10 +226,10 @@ class SmtpPeer:
                     recipients = []
                     send(behaviour.mail_reply or "250 2.1.0 Ok")
                 elif verb == "RCPT":
-                    address = command[8:].split(">")[0].lstrip("<")
-                    reply = behaviour.rcpt(address)
+                    rcpt = command[8:].split(">")[0].lstrip("<")
+                    reply = behaviour.rcpt(rcpt)
                     if reply.startswith("250"):
-                        recipients.append(address)
+                        recipients.append(rcpt)
                     send(reply)
                 elif verb == "DATA":
                     send("354 End data with <CR><LF>.<CR><LF>")
