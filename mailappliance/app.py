@@ -250,6 +250,8 @@ class Appliance:
             return "not started"
         if self.writer is None or not self.writer.alive:
             return "the delivery writer is not running"
+        if self.outbound is not None and self.outbound.running and not self.outbound.runner.alive:
+            return "the outbound queue runner is not running"
         return ping(self.db)
 
     def _start_http(self) -> None:
