@@ -38,6 +38,7 @@ from mailappliance.services.domains import LocalDomains
 from mailappliance.services.imap.backend import ImapBackend
 from mailappliance.services.inbound import InboundService
 from mailappliance.services.mailbox_admin import MailboxAdmin
+from mailappliance.services.outbound_setup import Outbound, build_outbound
 from mailappliance.settings import Settings, SettingsError
 from mailappliance.storage.blobs import BlobStore
 from mailappliance.storage.embedded import EmbeddedDatabase, EmbeddedDatabaseError
@@ -122,6 +123,7 @@ class Appliance:
         self.servers: list[LineServer] = []
         self.http: list[tuple[str, WSGIServer]] = []
         self.writer: Optional[DeliveryWriter] = None
+        self.outbound: Optional[Outbound] = None
         self.api_key = ""
         self.api_key_path: Optional[Path] = None
         self.stopped = Event()
@@ -148,6 +150,10 @@ class Appliance:
             default_quota=s.mailbox_quota, exempt_ip=s.is_relay_client,
         )
         self.imap.start()
+        # Outbound delivery: the queue runner, MX delivery, source IPs, DKIM, webhooks.
+        self.outbound = build_outbound(s, stores.collections, stores.blobs, stores.mailboxes, self.writer)
+        if s.queue_enabled:
+            self.outbound.start()
         try:
             self._start_mail_servers()
             self._start_http()
@@ -294,13 +300,15 @@ class Appliance:
             return "not started"
         if self.writer is None or not self.writer.alive:
             return "the delivery writer is not running"
+        if self.outbound is not None and self.outbound.running and not self.outbound.runner.alive:
+            return "the outbound queue runner is not running"
         return ping(self.db)
 
     def _start_http(self) -> None:
         s = self.settings
         apps = [
             ("mailbox-api", s.mailbox_api_port, create_mailbox_app(self.admin, self.api_key, self.health_problem)),
-            ("api", s.api_port, create_api_app(self.stores.incoming, self.api_key, self.health_problem)),
+            ("api", s.api_port, create_api_app(self.stores.incoming, self.api_key, self.health_problem, self.outbound)),
         ]
         access_log = logging.getLogger("mailappliance.http")
         for name, port, app in apps:
@@ -331,6 +339,8 @@ class Appliance:
             self.imap.stop()
         for _, server in self.http:
             server.stop(timeout=5)
+        if self.outbound is not None:
+            self.outbound.stop(s.shutdown_timeout)
         if self.writer is not None:
             self.writer.stop()
         if self.client is not None:

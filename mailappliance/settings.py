@@ -33,6 +33,32 @@ def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _servers(value: str, default_port: int, name: str) -> list[tuple[str, int]]:
+    """``host[:port]`` items (IPv6 as ``[addr]:port``), e.g. ``DNS_SERVERS=127.0.0.1:5353``."""
+    servers = []
+    for item in _csv(value):
+        host, port = item, default_port
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            if rest.startswith(":"):
+                port = _port_of(rest[1:], name, item)
+        elif item.count(":") == 1:
+            host, raw = item.split(":")
+            port = _port_of(raw, name, item)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise SettingsError(f"{name}: {item!r} is not an IP address[:port]") from None
+        servers.append((host, port))
+    return servers
+
+
+def _port_of(raw: str, name: str, item: str) -> int:
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise SettingsError(f"{name}: {item!r} has a bad port")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     """Key, certificate and optional CA chain for one listener family."""
@@ -85,6 +111,41 @@ class Settings:
     log_level: str = "info"
     enable_console_log: bool = True
     log_file: Optional[str] = None
+    # Outbound delivery (issue 4): queue runner, MX delivery, source IP, DKIM, webhooks
+    queue_enabled: bool = True
+    queue_concurrency: int = 50
+    queue_domain_concurrency: int = 20
+    queue_retry_base: float = 60.0  # seconds before the first retry; doubles each attempt
+    queue_retry_max: float = 4 * 3600.0  # longest wait between two attempts
+    queue_max_attempts: int = 10
+    queue_max_age: float = 5 * 24 * 3600.0  # seconds after which a deferred recipient bounces
+    queue_lease: float = 300.0  # a claim expires this long after its last renewal
+    queue_poll_interval: float = 1.0
+    dns_servers: list[tuple[str, int]] = field(default_factory=list)  # empty: the system resolver
+    dns_timeout: float = 5.0
+    outbound_smtp_port: int = 25
+    outbound_connect_timeout: float = 30.0
+    outbound_command_timeout: float = 300.0  # RFC 5321 §4.5.3.2 (DATA termination: 10 min)
+    outbound_tls: str = "may"  # "may" (opportunistic, like Postfix) or "none"
+    smtp_relay_host: Optional[str] = None
+    smtp_relay_port: int = 587
+    smtp_relay_user: Optional[str] = None
+    smtp_relay_password: Optional[str] = None
+    dkim_selector: str = "mail"
+    dkim_key_dir: Optional[Path] = None  # <domain>.pem (or .key) per signing domain
+    webhook_enabled: bool = False
+    webhook_success_url: Optional[str] = None
+    webhook_failure_url: Optional[str] = None
+    webhook_timeout: float = 10.0  # seconds (WEBHOOK_TIMEOUT is given in milliseconds)
+    webhook_retries: int = 3
+    webhook_retry_base: float = 2.0  # seconds; doubles each retry
+    webhook_secret: Optional[str] = None
+    ip_selection_enabled: bool = False
+    ip_selection_api_url: Optional[str] = None
+    ip_selection_timeout: float = 5.0  # seconds (IP_SELECTION_TIMEOUT is given in milliseconds)
+    ip_selection_retries: int = 3
+    ip_selection_cache_ttl: float = 300.0
+    fallback_ip: Optional[str] = None
 
     @property
     def embedded_database(self) -> bool:
@@ -194,6 +255,40 @@ class Settings:
             log_level=(get("LOG_LEVEL") or "info").lower(),
             enable_console_log=flag(True, "ENABLE_CONSOLE_LOG"),
             log_file=get("LOG_FILE"),
+            queue_enabled=flag(True, "QUEUE_ENABLED"),
+            queue_concurrency=int(number(50, "QUEUE_CONCURRENCY")),
+            queue_domain_concurrency=int(number(20, "QUEUE_DOMAIN_CONCURRENCY")),
+            queue_retry_base=float(number(60.0, "QUEUE_RETRY_BASE", float)),
+            queue_retry_max=float(number(4 * 3600.0, "QUEUE_RETRY_MAX", float)),
+            queue_max_attempts=int(number(10, "QUEUE_MAX_ATTEMPTS")),
+            queue_max_age=float(number(5 * 24 * 3600.0, "QUEUE_MAX_AGE", float)),
+            queue_lease=float(number(300.0, "QUEUE_LEASE", float)),
+            queue_poll_interval=float(number(1.0, "QUEUE_POLL_INTERVAL", float)),
+            dns_servers=_servers(env.get("DNS_SERVERS", ""), 53, "DNS_SERVERS"),
+            dns_timeout=float(number(5.0, "DNS_TIMEOUT", float)),
+            outbound_smtp_port=port(25, "OUTBOUND_SMTP_PORT"),
+            outbound_connect_timeout=float(number(30.0, "OUTBOUND_CONNECT_TIMEOUT", float)),
+            outbound_command_timeout=float(number(300.0, "OUTBOUND_COMMAND_TIMEOUT", float)),
+            outbound_tls=(get("OUTBOUND_TLS") or "may").lower(),
+            smtp_relay_host=get("SMTP_RELAY_HOST"),
+            smtp_relay_port=port(587, "SMTP_RELAY_PORT"),
+            smtp_relay_user=get("SMTP_RELAY_USER"),
+            smtp_relay_password=get("SMTP_RELAY_PASSWORD"),
+            dkim_selector=get("DKIM_SELECTOR") or "mail",
+            dkim_key_dir=Path(get("DKIM_KEY_DIR")) if get("DKIM_KEY_DIR") else None,  # type: ignore[arg-type]
+            webhook_enabled=flag(False, "WEBHOOK_ENABLED"),
+            webhook_success_url=get("WEBHOOK_SUCCESS_URL"),
+            webhook_failure_url=get("WEBHOOK_FAILURE_URL"),
+            webhook_timeout=float(number(10000, "WEBHOOK_TIMEOUT", float)) / 1000.0,
+            webhook_retries=int(number(3, "WEBHOOK_RETRIES")),
+            webhook_retry_base=float(number(2.0, "WEBHOOK_RETRY_BASE", float)),
+            webhook_secret=get("WEBHOOK_SECRET"),
+            ip_selection_enabled=flag(False, "IP_SELECTION_ENABLED"),
+            ip_selection_api_url=get("IP_SELECTION_API_URL"),
+            ip_selection_timeout=float(number(5000, "IP_SELECTION_TIMEOUT", float)) / 1000.0,
+            ip_selection_retries=int(number(3, "IP_SELECTION_RETRIES")),
+            ip_selection_cache_ttl=float(number(300.0, "IP_SELECTION_CACHE_TTL", float)),
+            fallback_ip=get("FALLBACK_IP"),
         )
         if s.max_recipients < 1:
             raise SettingsError("SMTP_MAX_RECIPIENTS must be at least 1")
@@ -204,6 +299,16 @@ class Settings:
             )
         if s.max_email_size < 1024:
             raise SettingsError("MAX_EMAIL_SIZE must be at least 1024 bytes")
+        if s.queue_concurrency < 1 or s.queue_domain_concurrency < 1:
+            raise SettingsError("QUEUE_CONCURRENCY and QUEUE_DOMAIN_CONCURRENCY must be at least 1")
+        if s.queue_max_attempts < 1:
+            raise SettingsError("QUEUE_MAX_ATTEMPTS must be at least 1")
+        if s.queue_lease < 10:
+            raise SettingsError("QUEUE_LEASE must be at least 10 seconds")
+        if s.outbound_tls not in ("may", "none"):
+            raise SettingsError(f"OUTBOUND_TLS must be 'may' or 'none', not {s.outbound_tls!r}")
+        if s.outbound_smtp_port < 1:
+            raise SettingsError("OUTBOUND_SMTP_PORT must be a port number (1-65535)")
         return s
 
     def is_relay_client(self, address: str) -> bool:

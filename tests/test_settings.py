@@ -87,3 +87,30 @@ def test_dotenv_file_is_read_and_the_environment_wins(tmp_path, monkeypatch):
         import os
 
         os.environ.pop("SMTP_25_PORT", None)  # load_dotenv wrote it into the process environment
+
+
+def test_outbound_settings():
+    from mailappliance.settings import Settings, SettingsError
+
+    s = Settings.from_env(
+        {
+            "DNS_SERVERS": "127.0.0.1:5353, [::1]:53, 10.0.0.1",
+            "OUTBOUND_SMTP_PORT": "2525",
+            "WEBHOOK_TIMEOUT": "2500",
+            "IP_SELECTION_TIMEOUT": "750",
+            "QUEUE_CONCURRENCY": "7",
+            "DKIM_KEY_DIR": "/etc/dkim",
+        }
+    )
+    assert s.dns_servers == [("127.0.0.1", 5353), ("::1", 53), ("10.0.0.1", 53)]
+    assert s.outbound_smtp_port == 2525 and s.queue_concurrency == 7
+    assert s.webhook_timeout == 2.5 and s.ip_selection_timeout == 0.75
+    assert str(s.dkim_key_dir) == "/etc/dkim"
+    defaults = Settings.from_env({})
+    assert (defaults.outbound_smtp_port, defaults.queue_max_attempts, defaults.webhook_enabled) == (25, 10, False)
+    for bad in ({"DNS_SERVERS": "dns.example:53"}, {"QUEUE_CONCURRENCY": "0"}, {"OUTBOUND_TLS": "must"}):
+        try:
+            Settings.from_env(bad)
+            raise AssertionError(f"{bad} should be refused")
+        except SettingsError:
+            pass

@@ -63,6 +63,23 @@ class Collections:
         """Tombstones of expunged messages, so other IMAP sessions learn of them (RFC 3501 §7.4.1)."""
         return self.db["expunged_messages"]
 
+    @property
+    def successful(self):
+        return self.db["successful_emails"]
+
+    @property
+    def bounced(self):
+        return self.db["bounced_emails"]
+
+    @property
+    def pending_reports(self):
+        """Ids of ``emails`` whose bounce report is not yet in the sender's INBOX."""
+        return self.db["pending_reports"]
+
+    @property
+    def webhook_failures(self):
+        return self.db["webhook_failures"]
+
 
 INDEXES = {
     "mailboxes": [IndexModel([("domain", ASCENDING)])],

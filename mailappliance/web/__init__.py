@@ -6,8 +6,9 @@ from typing import Callable, Optional
 from flask import Flask, jsonify
 
 from mailappliance.services.mailbox_admin import MailboxAdmin
+from mailappliance.services.outbound_setup import Outbound
 from mailappliance.storage.incoming import IncomingStore
-from mailappliance.web.api import incoming, mailboxes
+from mailappliance.web.api import incoming, mailboxes, outbound as outbound_api
 from mailappliance.web.app_factory import build_app
 
 HealthCheck = Callable[[], Optional[str]]  # None when healthy, else the reason
@@ -33,10 +34,13 @@ def create_mailbox_app(admin: MailboxAdmin, api_key: str, health: HealthCheck) -
     return app
 
 
-def create_api_app(incoming_store: IncomingStore, api_key: str, health: HealthCheck) -> Flask:
+def create_api_app(incoming_store: IncomingStore, api_key: str, health: HealthCheck, outbound: Optional[Outbound] = None) -> Flask:
     app, api = build_app(
         "queue_api", "mailappliance API", "Mail received over SMTP and LMTP. GET /health (no key) reports database reachability.", api_key
     )
     api.add_namespace(incoming.namespace(incoming_store), path="/incoming-emails")
+    if outbound is not None:
+        api.add_namespace(outbound_api.queue_namespace(outbound), path="/queue")
+        api.add_namespace(outbound_api.ip_selection_namespace(outbound), path="/ip-selection")
     _health_route(app, health)
     return app
