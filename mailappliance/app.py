@@ -124,6 +124,7 @@ class Appliance:
         self.http: list[tuple[str, WSGIServer]] = []
         self.writer: Optional[DeliveryWriter] = None
         self.outbound: Optional[Outbound] = None
+        self.imap: Optional[ImapBackend] = None
         self.api_key = ""
         self.api_key_path: Optional[Path] = None
         self.stopped = Event()
@@ -267,6 +268,7 @@ class Appliance:
     def _imap_server(self, name: str, port: int, tls, implicit: bool) -> LineServer:
         s = self.settings
         backend = self.imap
+        assert backend is not None
 
         def session(peer: Peer, tls_active: bool) -> ImapSession:
             config = ImapConfig(
@@ -335,7 +337,7 @@ class Appliance:
         s = self.settings
         log.info("shutting down: no new connections; waiting up to %.0f s for transactions", s.shutdown_timeout)
         stop_servers(self.servers, s.shutdown_timeout)
-        if getattr(self, "imap", None) is not None:
+        if self.imap is not None:
             self.imap.stop()
         for _, server in self.http:
             server.stop(timeout=5)
