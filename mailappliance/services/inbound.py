@@ -176,12 +176,7 @@ class InboundService:
                         "size": len(local_raw),
                         "blob": blob_id,
                         "queue_id": queue_id,
-                        "subject": summary.subject,
-                        "message_id": summary.message_id,
-                        "from": summary.from_,
-                        "envelope": summary.envelope,
-                        "structure": summary.structure,
-                        "references": summary.references,
+                        **summary.message_fields(),
                     }
                 )
             request.blobs.append((blob_id, local_raw, len(request.messages)))  # one reference per copy

@@ -42,6 +42,18 @@ class MessageSummary:
     structure: dict = field(default_factory=dict)
     defects: int = 0
 
+    def message_fields(self) -> dict:
+        """What a ``messages`` document keeps of the summary (IMAP ENVELOPE, BODYSTRUCTURE,
+        SEARCH, SORT and THREAD read these; the API shows subject, message-id and from)."""
+        return {
+            "subject": self.subject,
+            "message_id": self.message_id,
+            "from": self.from_,
+            "envelope": self.envelope,
+            "structure": self.structure,
+            "references": self.references,
+        }
+
 
 def decode_text(value: Optional[str]) -> str:
     """Decode RFC 2047 encoded words; fall back to the raw text when they are broken."""

@@ -633,12 +633,7 @@ class QueueRunner:
                         "size": len(report),
                         "blob": blob_id,
                         "queue_id": doc.get("queue_id"),
-                        "subject": summary.subject,
-                        "message_id": summary.message_id,
-                        "from": summary.from_,
-                        "envelope": summary.envelope,
-                        "structure": summary.structure,
-                        "references": summary.references,
+                        **summary.message_fields(),
                     }
                 ],
             )

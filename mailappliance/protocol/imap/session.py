@@ -88,6 +88,11 @@ class Refused(Exception):
         self.code = code
 
 
+class BadArguments(Exception):
+    """Arguments that parse but make no sense here (a message number beyond EXISTS):
+    answered ``BAD`` (RFC 3501 §6.4.8)."""
+
+
 class Backend(Protocol):
     """What the session needs from the mail store (implemented in services/imap/backend.py)."""
 
@@ -255,6 +260,8 @@ class ImapSession:
                 uid_form = bool(getattr(command.args, "uid", False))
                 allowed = uid_form or command.name not in NO_EXPUNGE_DURING
                 yield from self.account.sync(self.selected, expunge_allowed=allowed)
+        except BadArguments as exc:
+            tagged = bad(command.tag, str(exc))
         except Refused as exc:
             if exc.code == "CLOSED":
                 self.unselect()

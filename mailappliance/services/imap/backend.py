@@ -102,12 +102,7 @@ class ImapBackend:
             "internal_date": when,
             "size": len(raw),
             "blob": blob_id,
-            "subject": summary.subject,
-            "message_id": summary.message_id,
-            "from": summary.from_,
-            "envelope": summary.envelope,
-            "structure": summary.structure,
-            "references": summary.references,
+            **summary.message_fields(),
         }
         request = WriteRequest(received_at=when, blobs=[(blob_id, raw, 1)], messages=[message])
         try:

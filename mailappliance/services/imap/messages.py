@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from mailappliance.protocol.imap import fetch as fetch_render
 from mailappliance.protocol.imap.selected import SelectedFolder
-from mailappliance.protocol.imap.session import ImapSession, Refused, bad, ok
+from mailappliance.protocol.imap.session import BadArguments, ImapSession, Refused, bad, ok
 from mailappliance.protocol.imap.types import Command, FetchAttribute, SearchKey
 from mailappliance.services import imap_search, imap_sort
 from mailappliance.storage.messages import LISTING_FIELDS, ranges_of
@@ -70,7 +70,7 @@ class MessageCommands:
 
     def _ranges(self, view: SelectedFolder, args) -> list[tuple[int, int]]:
         if not args.uid and not view.valid_numbers(args.sequence):
-            raise _Bad("Invalid message sequence number")
+            raise BadArguments("Invalid message sequence number")
         return view.uid_ranges(args.sequence, args.uid)
 
     # ------------------------------------------------------------------ FETCH
@@ -78,11 +78,7 @@ class MessageCommands:
         """RFC 3501 §6.4.5; CHANGEDSINCE per RFC 7162 §3.1.4."""
         view = self._view(session)
         args = command.args
-        try:
-            ranges = self._ranges(view, args)
-        except _Bad as exc:
-            yield bad(command.tag, str(exc))
-            return
+        ranges = self._ranges(view, args)
         attributes = list(args.attributes)
         names = {a.name for a in attributes}
         if args.uid and "UID" not in names:
@@ -155,11 +151,7 @@ class MessageCommands:
         args = command.args
         if view.readonly:
             raise Refused("Folder is read-only", "READ-ONLY")
-        try:
-            ranges = self._ranges(view, args)
-        except _Bad as exc:
-            yield bad(command.tag, str(exc))
-            return
+        ranges = self._ranges(view, args)
         known_ranges = ranges_of(u for a, b in ranges for u in _known_between(view, a, b))
         changed, refused, unchanged = self.store.store_flags(
             view.folder_id, known_ranges, args.mode, list(args.flags), args.unchangedsince
@@ -189,11 +181,7 @@ class MessageCommands:
     def cmd_copy(self, session: ImapSession, command: Command) -> Iterator[bytes]:
         """RFC 3501 §6.4.7 with COPYUID (RFC 4315 §3)."""
         view = self._view(session)
-        try:
-            ranges = self._ranges(view, command.args)
-        except _Bad as exc:
-            yield bad(command.tag, str(exc))
-            return
+        ranges = self._ranges(view, command.args)
         target = self._target(command.args.folder)
         pairs = self._copy(view, ranges, target)
         code = self._copyuid(target, pairs) if pairs else None
@@ -204,11 +192,7 @@ class MessageCommands:
         view = self._view(session)
         if view.readonly:
             raise Refused("Folder is read-only", "READ-ONLY")
-        try:
-            ranges = self._ranges(view, command.args)
-        except _Bad as exc:
-            yield bad(command.tag, str(exc))
-            return
+        ranges = self._ranges(view, command.args)
         target = self._target(command.args.folder)
         pairs = self._copy(view, ranges, target)
         if pairs:
@@ -267,18 +251,14 @@ class MessageCommands:
                 return [u for u in view.uids if view.known(u) and u in snapshot.messages and plan.matches(snapshot.messages[u])]
             uids = imap_search.search(self.store.find_where, view.folder_id, key, context, self.store.raw)
         except imap_search.SearchError as exc:
-            raise _Bad(str(exc)) from None
+            raise BadArguments(str(exc)) from None
         return [u for u in uids if view.known(u)]
 
     def cmd_search(self, session: ImapSession, command: Command) -> Iterator[bytes]:
         """RFC 3501 §6.4.4, ESEARCH results (RFC 4731), MODSEQ (RFC 7162 §3.1.5)."""
         view = self._view(session)
         args = command.args
-        try:
-            uids = self._search(view, args.key, args.charset)
-        except _Bad as exc:
-            yield bad(command.tag, str(exc))
-            return
+        uids = self._search(view, args.key, args.charset)
         numbers = uids if args.uid else [view.msn(u) or 0 for u in uids]
         modseq_suffix = b""
         if _uses_modseq(args.key) and uids:
@@ -312,14 +292,13 @@ class MessageCommands:
         """RFC 5256 SORT."""
         view = self._view(session)
         args = command.args
+        uids = self._search(view, args.key, args.charset)
+        docs = list(self.store.find(view.folder_id, ranges_of(uids), SORT_FIELDS)) if uids else []
+        wanted = set(uids)
         try:
-            uids = self._search(view, args.key, args.charset)
-            docs = list(self.store.find(view.folder_id, ranges_of(uids), SORT_FIELDS)) if uids else []
-            wanted = set(uids)
             ordered = imap_sort.sort_uids([d for d in docs if d["uid"] in wanted], args.criteria)
-        except (_Bad, ValueError) as exc:
-            yield bad(command.tag, str(exc))
-            return
+        except ValueError as exc:  # an unknown sort key
+            raise BadArguments(str(exc)) from None
         numbers = ordered if args.uid else [view.msn(u) or 0 for u in ordered]
         yield b"* SORT%s\r\n" % b"".join(b" %d" % n for n in numbers)
         yield ok(command.tag, "SORT completed")
@@ -332,11 +311,7 @@ class MessageCommands:
         if algorithm not in ("ORDEREDSUBJECT", "REFERENCES"):
             yield bad(command.tag, f"Unsupported threading algorithm {algorithm}")
             return
-        try:
-            uids = self._search(view, args.key, args.charset)
-        except _Bad as exc:
-            yield bad(command.tag, str(exc))
-            return
+        uids = self._search(view, args.key, args.charset)
         wanted = set(uids)
         docs = [d for d in self.store.find(view.folder_id, ranges_of(uids), SORT_FIELDS) if d["uid"] in wanted] if uids else []
         tree = imap_sort.thread(docs, algorithm)
@@ -344,10 +319,6 @@ class MessageCommands:
         rendered = imap_sort.render_thread(tree, number)
         yield b"* THREAD" + (b" " + rendered if rendered else b"") + b"\r\n"  # RFC 5256 §4
         yield ok(command.tag, "THREAD completed")
-
-
-class _Bad(Exception):
-    pass
 
 
 def _raw_batches(docs: list[dict], attributes: list[FetchAttribute]) -> Iterator[list[dict]]:
