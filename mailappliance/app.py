@@ -165,6 +165,11 @@ class Appliance:
         if self.api_key_path is not None:
             log.info("MAILBOX_API_KEY is unset or 'changeme': using the generated key in %s", self.api_key_path.resolve())
         log.info("mailappliance ready (local domains: %s)", ", ".join(s.allowed_domains) or "those of existing mailboxes")
+        if "." not in s.hostname or s.hostname.startswith("localhost"):
+            log.warning(
+                "host name is %r: set SMTP_HOSTNAME to this server's public name; it is used in "
+                "greetings, Received: headers, outbound EHLO and bounce reports", s.hostname,
+            )
 
     def _open_database(self) -> None:
         s = self.settings

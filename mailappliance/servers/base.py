@@ -20,6 +20,7 @@ from gevent.server import StreamServer
 log = logging.getLogger("mailappliance.server")
 
 TLS_HANDSHAKE_TIMEOUT = 30.0
+TLS_CLOSE_TIMEOUT = 2.0  # seconds to wait for the client's close_notify
 
 
 class ShuttingDown(Exception):
@@ -89,6 +90,21 @@ def send_all(sock: socket.socket, data: bytes) -> None:
     while view:
         sent = sock.send(view)
         view = view[sent:]
+
+
+def close_socket(sock: socket.socket) -> None:
+    """Close, ending TLS with a close_notify first (RFC 8446 §6.1) so clients such as
+    ``openssl s_client`` see a clean end rather than an unexpected EOF."""
+    try:
+        if isinstance(sock, ssl.SSLSocket):
+            sock.settimeout(TLS_CLOSE_TIMEOUT)
+            sock.unwrap()
+    except (OSError, ValueError, ssl.SSLError):
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 class LineServer:
@@ -178,10 +194,7 @@ class LineServer:
         finally:
             self.connections.discard(connection)
             self.stats.current_connections -= 1
-            try:
-                connection.sock.close()
-            except OSError:
-                pass
+            close_socket(connection.sock)
 
     def _refuse(self, sock: socket.socket) -> None:
         """Answer over-limit clients instead of leaving them hanging."""

@@ -35,7 +35,7 @@ class MailboxStore:
 
     def create(self, address: str, password_hash: str, quota: int = 0) -> dict:
         """Create the account with its default folders (RFC 6154 special-use)."""
-        now = datetime.now(timezone.utc)
+        now = _millis(datetime.now(timezone.utc))  # what MongoDB keeps, so every reply agrees
         folder_docs = self.folders.default_documents(address)
         inbox = next(f["_id"] for f in folder_docs if f["name"] == INBOX)
         doc = {
@@ -115,3 +115,8 @@ class MailboxStore:
         self._forget(address)
         self.blobs.release(blobs)
         return deleted
+
+
+def _millis(value: datetime) -> datetime:
+    """BSON dates have millisecond precision."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)

@@ -415,3 +415,16 @@ def test_login_deadline_is_not_extended_by_chatter(imap_app, monkeypatch):
         time.sleep(0.25)
     assert any(line.startswith(b"* BYE Autologout") for line in lines)
     assert time.monotonic() - started < 3
+
+
+def test_tls_ends_with_close_notify_after_logout(imap_app):
+    """Clients such as openssl s_client report an unexpected EOF otherwise."""
+    context = ssl._create_unverified_context()
+    raw = socket.create_connection(("127.0.0.1", imap_app.ports["imaps"]), timeout=10)
+    sock = context.wrap_socket(raw, suppress_ragged_eofs=False)
+    f = sock.makefile("rb")
+    f.readline()
+    sock.sendall(b"a LOGOUT\r\n")
+    assert f.readline().startswith(b"* BYE") and f.readline().startswith(b"a OK")
+    assert sock.recv(100) == b""  # a clean TLS close, not SSLEOFError
+    sock.close()
