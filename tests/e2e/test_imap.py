@@ -428,3 +428,47 @@ def test_tls_ends_with_close_notify_after_logout(imap_app):
     assert f.readline().startswith(b"* BYE") and f.readline().startswith(b"a OK")
     assert sock.recv(100) == b""  # a clean TLS close, not SSLEOFError
     sock.close()
+
+
+def test_the_remaining_commands_and_fetch_forms(imap_app):
+    """EXAMINE, CHECK, SUBSCRIBE, ID, the fetch macros and RFC822 forms, UID COPY/STORE,
+    date/size/header/text searches, DELETE of a folder with children."""
+    client = connect(imap_app)
+    raw = message("forms", "the quick brown fox", extra="X-Tag: alpha\r\n")
+    client.append("INBOX", "(\\Seen)", imaplib.Time2Internaldate(datetime(2026, 1, 15, tzinfo=timezone.utc)), raw)
+    client.append("INBOX", None, None, message("other", "lazy dog " * 50))
+    typ, data = client.xatom("ID", '("name" "pytest")')
+    assert typ == "OK" and client.untagged_responses.pop("ID") == [b'("name" "mailappliance")']
+    typ, data = client.select("INBOX", readonly=True)  # EXAMINE
+    assert typ == "OK" and client.untagged_responses.pop("READ-ONLY") == [b""]
+    assert client.check()[0] == "OK"
+    typ, data = client.fetch("1", "(RFC822.HEADER RFC822.TEXT)")
+    assert data[0][1].endswith(b"\r\n\r\n") and data[1][1] == b"the quick brown fox\r\n"
+    typ, data = client.fetch("1", "RFC822")
+    assert data[0][1] == raw
+    for macro, items in (("FAST", [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE"]),
+                         ("ALL", [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE"]),
+                         ("FULL", [b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE", b"BODY ("])):
+        typ, data = client.fetch("1", macro)
+        assert all(item in data[0] for item in items), (macro, data)
+    assert client.search(None, "BEFORE", "16-Jan-2026")[1] == [b"1"]
+    assert client.search(None, "SINCE", "16-Jan-2026")[1] == [b"2"]
+    assert client.search(None, "SENTON", "2-Nov-2026")[1] == [b"1 2"]
+    assert client.search(None, "LARGER", "300")[1] == [b"2"]
+    assert client.search(None, "HEADER", "X-Tag", "alpha")[1] == [b"1"]
+    assert client.search(None, "TEXT", "brown")[1] == [b"1"]
+    assert client.search(None, "SEEN", "NOT", "LARGER", "300")[1] == [b"1"]
+    typ, data = client.store("1", "+FLAGS", "(\\Flagged)")
+    assert typ == "NO"  # read-only
+    client.select("INBOX")
+    assert client.uid("STORE", "2", "+FLAGS", "(\\Answered)")[0] == "OK"
+    client.create("Box/Child")
+    assert client.uid("COPY", "1:2", "Box")[0] == "OK"  # (imaplib drops COPYUID of UID COPY)
+    assert client.subscribe("Box")[0] == "OK"
+    assert client.delete("Box")[0] == "OK"  # has a child: loses its messages, becomes \Noselect
+    typ, data = client.list('""', "Box*")
+    assert b'(\\Noselect \\HasChildren) "/" Box' in data
+    assert client.select("Box")[0] == "NO"
+    assert client.create("Box")[0] == "OK"  # selectable again
+    assert client.select("Box")[1] == [b"0"]
+    client.logout()
