@@ -472,3 +472,30 @@ def test_the_remaining_commands_and_fetch_forms(imap_app):
     assert client.create("Box")[0] == "OK"  # selectable again
     assert client.select("Box")[1] == [b"0"]
     client.logout()
+
+
+def test_hostile_input_leaves_stored_mail_as_it_was(imap_app):
+    fill(imap_app, 2).logout()
+    before = connect(imap_app)
+    before.select("INBOX")
+    stored = before.fetch("1:*", "(UID FLAGS BODY.PEEK[])")[1]
+    sock, command = raw_session(imap_app)
+    command(b"e", b"EXAMINE INBOX")
+    for tag, text, expect in [
+        (b"a", b"STORE 1:* FLAGS (\\Deleted)", b"a NO"),
+        (b"b", b"EXPUNGE", b"b NO"),
+        (b"c", b"FETCH 99999999999 (FLAGS)", b"c BAD"),
+        (b"d", b"FETCH 1 (BODY[1.2.3.4.5.6.7.8.9.10.11.12.13.14.15.16.17.18.19.20.21])", b"d OK"),
+        (b"f", b"SEARCH " + b"(" * 200 + b"ALL" + b")" * 200, b"f BAD"),
+        (b"g", b"UID FETCH 1:4294967295 (FLAGS)", b"g OK"),
+        (b"h", b"SELECT INBOX\x00", b"h BAD"),
+        (b"i", b"COPY 1:* \"" + b"x" * 300 + b"\"", b"i NO"),
+    ]:
+        assert command(tag, text)[-1].startswith(expect), (tag, command)
+    sock.sendall(b"j APPEND INBOX {%d+}\r\n" % (imap_app.settings.max_email_size + 10))
+    sock.sendall(b"x" * (imap_app.settings.max_email_size + 10) + b"\r\n")
+    assert command(b"k", b"NOOP")[-2:][0].startswith(b"j NO [TOOBIG]")
+    sock.close()
+    after = fill(imap_app, 0)
+    assert after.fetch("1:*", "(UID FLAGS BODY.PEEK[])")[1] == stored
+    after.logout()
