@@ -88,6 +88,7 @@ class S:
     )
     NEED_SMTPUTF8 = Reply.of(553, "5.6.7 Non-ASCII address requires the SMTPUTF8 parameter")
     UNSTORABLE = Reply.of(554, "5.6.0 Message structure cannot be stored (too complex or malformed)")
+    TOO_MANY_HOPS = Reply.of(554, "5.4.6 Too many hops")  # RFC 5321 §6.3: a mail loop
 
     # 5xx: policy
     AUTH_REQUIRED = Reply.of(530, "5.7.0 Authentication required")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Optional, Protocol, Sequence, Union
@@ -104,6 +105,15 @@ class _AuthStep(enum.Enum):
 
 
 _MAIL_PARAMS = {"SIZE", "BODY", "SMTPUTF8", "AUTH"}
+# RFC 5321 §6.3: a message that went through this many hops is looping (Postfix hopcount_limit).
+MAX_RECEIVED_HEADERS = 50
+_RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
+
+
+def received_count(message: bytes) -> int:
+    """``Received:`` header fields in the header section (the body is not read)."""
+    end = message.find(b"\r\n\r\n")
+    return len(_RECEIVED.findall(message, 0, len(message) if end < 0 else end + 2))
 
 
 class SmtpSession:
@@ -223,6 +233,9 @@ class SmtpSession:
                 return self._per_recipient(envelope, reply) + [Close()]
             return self._per_recipient(envelope, reply)
         assert result.message is not None
+        if received_count(result.message) > MAX_RECEIVED_HEADERS:
+            self._log_reject("DATA", S.TOO_MANY_HOPS, ",".join(r.address for r in envelope.recipients), envelope)
+            return self._per_recipient(envelope, S.TOO_MANY_HOPS)
         queue_id = self.new_queue_id()
         now = self.clock()
         protocol = self.protocol_name
