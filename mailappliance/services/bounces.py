@@ -26,6 +26,8 @@ _BLOCKED_IP = re.compile(
 )
 
 HARD, SOFT, TRANSIENT, PERMANENT = "hard", "soft", "transient", "permanent"
+# RFC 3463 §3.2: bad sender mailbox syntax / system address - the recipient is not at fault.
+SENDER_PROBLEMS = ("5.1.7", "5.1.8")
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Reply:
     text: str
     enhanced: Optional[str] = None
     stage: str = ""  # where it happened: connect, ehlo, starttls, mail, rcpt, data, dns, local
+    remote: bool = False  # the text is a remote server's reply (not a local finding)
 
     def __post_init__(self) -> None:
         if self.enhanced is None:
@@ -71,7 +74,7 @@ def bounce_type(reply: Reply, exhausted: bool = False) -> str:
     if exhausted or reply.temporary or reply.code < 400:
         return TRANSIENT
     enhanced = reply.enhanced or ""
-    if enhanced.startswith("5.1."):
+    if enhanced.startswith("5.1.") and enhanced not in SENDER_PROBLEMS:
         return HARD
     if enhanced.startswith("5.2.") or _QUOTA_WORDS.search(reply.text):
         return SOFT
@@ -80,6 +83,13 @@ def bounce_type(reply: Reply, exhausted: bool = False) -> str:
     ):
         return HARD
     return PERMANENT
+
+
+def dsn_status(reply: Reply, exhausted: bool) -> str:
+    """The RFC 3464 ``Status`` of a recipient that will not be delivered (RFC 3463 code)."""
+    if exhausted:
+        return "5.4.7"  # delivery time expired
+    return reply.enhanced if reply.enhanced and reply.enhanced[0] == "5" else "5.0.0"
 
 
 def blocks_ip(reply: Reply) -> bool:

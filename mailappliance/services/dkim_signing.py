@@ -2,9 +2,12 @@
 
 A key is configured per signing domain as a PEM file ``DKIM_KEY_DIR/<domain>.pem`` (or
 ``.key``, ``.private`` as opendkim-genkey writes it); the selector is ``DKIM_SELECTOR``.
-The signing domain is the domain of the From header (what DMARC aligns on), else that of
-the envelope sender. Mail from a domain without a key is sent unsigned. Relaxed/relaxed
-canonicalization, rsa-sha256 (or ed25519-sha256 for an Ed25519 key).
+Mail is signed only when the From header's domain (what DMARC aligns on) is the envelope
+sender's domain, which submission has checked the user owns: an authenticated user of
+one hosted domain cannot get a signature of another by writing its address in From.
+Mail from a domain without a key, or with a From of another domain, is sent unsigned.
+Relaxed/relaxed canonicalization, rsa-sha256 (or ed25519-sha256 for an Ed25519 key).
+Keys are cached (at most ``MAX_CACHED_KEYS`` domains).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ log = logging.getLogger("mailappliance.dkim")
 
 KEY_SUFFIXES = (".pem", ".key", ".private")
 MISSING_KEY_RECHECK = 60.0  # seconds before looking again for a key that was not there
+MAX_CACHED_KEYS = 1000
 SIGNED_HEADERS = [
     b"from", b"sender", b"reply-to", b"subject", b"date", b"message-id", b"to", b"cc",
     b"mime-version", b"content-type", b"content-transfer-encoding", b"in-reply-to", b"references",
@@ -67,6 +71,8 @@ class DkimSigner:
                 except OSError as exc:
                     log.error("cannot read DKIM key %s: %s", path, exc.strerror)
                 break
+        if len(self._keys) >= MAX_CACHED_KEYS:
+            self._keys.clear()
         self._keys[domain] = (time.monotonic() + MISSING_KEY_RECHECK, key)
         return key
 
@@ -74,10 +80,11 @@ class DkimSigner:
         """``raw`` with a DKIM-Signature header prepended, or unchanged when there is no key."""
         if self.key_dir is None:
             return raw
-        candidates = [from_domain(raw), envelope_sender.rsplit("@", 1)[1].lower() if "@" in envelope_sender else None]
-        for domain in candidates:
-            if not domain:
-                continue
+        envelope_domain = envelope_sender.rsplit("@", 1)[1].lower().rstrip(".") if "@" in envelope_sender else None
+        header_domain = from_domain(raw)
+        if not envelope_domain or header_domain != envelope_domain:
+            return raw
+        for domain in (header_domain,):
             key = self.key_for(domain)
             if key is None:
                 continue

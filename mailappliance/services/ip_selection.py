@@ -5,7 +5,9 @@ JSON ``{"emailId", "from", "to": [...], "domain"}`` to ``IP_SELECTION_API_URL``,
 by ``{"ip": "A.B.C.D"}`` (IPv6 too). Answers are cached per (sender, domain) for
 ``IP_SELECTION_CACHE_TTL`` seconds. When the API fails, times out or names an address
 this host does not have, ``FALLBACK_IP`` is used if this host has it, else the default
-route (no binding) - and the reason is logged.
+route (no binding) - and the reason is logged. An API that gave no answer at all (every
+retry failed or timed out) is not asked again for ``FAILURE_HOLD`` seconds, so deliveries
+do not each wait for its timeouts. Its URL is shown without credentials or query.
 
 The operator endpoints of the seed (``/api/ip-selection/stats``, ``clear-cache``, ``test``)
 are :meth:`stats`, :meth:`clear_cache` and :meth:`select` with ``use_cache=False``.
@@ -19,6 +21,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+import urllib.parse
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -27,6 +30,22 @@ log = logging.getLogger("mailappliance.ip_selection")
 RETRY_PAUSE = 0.2  # seconds between attempts, times the attempt number
 MAX_ANSWER_BYTES = 4096
 MAX_CACHE_ENTRIES = 10_000
+FAILURE_HOLD = 30.0  # seconds the API is not asked again after it failed (circuit breaker)
+
+
+def redact_url(url: Optional[str]) -> Optional[str]:
+    """``url`` without credentials, query or fragment (they may hold secrets), for logs and stats."""
+    if not url:
+        return url
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{host}:{parts.port}" if parts.port else host
+    except ValueError:
+        return "<unparsable URL>"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 @dataclass
@@ -54,6 +73,11 @@ def is_local_address(ip: str) -> bool:
         return False
 
 
+def redact_text(text: str, url: Optional[str]) -> str:
+    """``text`` with ``url`` (as given) replaced by its redacted form."""
+    return text.replace(url, redact_url(url) or "") if url else text
+
+
 class IpSelectionService:
     def __init__(
         self,
@@ -77,6 +101,9 @@ class IpSelectionService:
         self.api_calls = 0
         self.api_failures = 0
         self.fallbacks = 0
+        self.skipped = 0  # API calls not made while it was held as failing
+        self._failing_until = 0.0
+        self._failing_why = ""
         if enabled and not api_url:
             log.warning("IP_SELECTION_ENABLED is set but IP_SELECTION_API_URL is not: using the default route")
 
@@ -91,7 +118,16 @@ class IpSelectionService:
                 self.hits += 1
                 return Selection(cached[1], "cache")
             self.misses += 1
-        ip, problem = self._ask(email_id, sender, recipients, domain)
+        ip: Optional[str]
+        problem: Optional[str]
+        if use_cache and time.monotonic() < self._failing_until:
+            self.skipped += 1
+            ip, problem = None, f"{self._failing_why} (not asked again for {FAILURE_HOLD:.0f} s)"
+        else:
+            ip, problem, answered = self._ask(email_id, sender, recipients, domain)
+            if not answered:
+                self._failing_until = time.monotonic() + FAILURE_HOLD
+                self._failing_why = problem or "the API failed"
         if ip is not None:
             if use_cache:
                 if len(self._cache) >= MAX_CACHE_ENTRIES:
@@ -118,8 +154,8 @@ class IpSelectionService:
             known = self._local[ip] = is_local_address(ip)
         return known
 
-    def _ask(self, email_id: str, sender: str, recipients: list[str], domain: str) -> tuple[Optional[str], Optional[str]]:
-        """The API's answer if usable, else (None, why)."""
+    def _ask(self, email_id: str, sender: str, recipients: list[str], domain: str) -> tuple[Optional[str], Optional[str], bool]:
+        """The API's answer if usable, else (None, why); and whether it answered at all."""
         assert self.api_url is not None
         body = json.dumps({"emailId": email_id, "from": sender, "to": recipients, "domain": domain}).encode()
         problem = "no answer"
@@ -139,7 +175,7 @@ class IpSelectionService:
                 continue
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 reason = getattr(exc, "reason", None) or exc
-                problem = f"the API failed: {str(reason)[:200] or exc.__class__.__name__}"
+                problem = f"the API failed: {redact_text(str(reason), self.api_url)[:200] or exc.__class__.__name__}"
                 self.api_failures += 1
                 continue
             try:
@@ -147,11 +183,11 @@ class IpSelectionService:
                 ip = str(ipaddress.ip_address(str(answer["ip"]).strip()))
             except (ValueError, KeyError, TypeError):
                 self.api_failures += 1
-                return None, f"the API answered something that is not {{\"ip\": address}}: {payload[:100]!r}"
+                return None, f"the API answered something that is not {{\"ip\": address}}: {payload[:100]!r}", True
             if not self.is_local(ip):
-                return None, f"the API chose {ip}, which is not an address of this host"
-            return ip, None
-        return None, problem
+                return None, f"the API chose {ip}, which is not an address of this host", True
+            return ip, None, True
+        return None, problem, False
 
     # ------------------------------------------------------------------ operator view
     def stats(self) -> dict:
@@ -160,7 +196,7 @@ class IpSelectionService:
         lookups = self.hits + self.misses
         return {
             "enabled": self.enabled,
-            "apiUrl": self.api_url,
+            "apiUrl": redact_url(self.api_url),
             "fallbackIp": self.fallback_ip,
             "cacheTtlSeconds": self.cache_ttl,
             "cacheSize": live,
@@ -170,9 +206,11 @@ class IpSelectionService:
             "apiCalls": self.api_calls,
             "apiFailures": self.api_failures,
             "fallbacks": self.fallbacks,
+            "skippedWhileFailing": self.skipped,
         }
 
     def clear_cache(self) -> int:
         count = len(self._cache)
         self._cache.clear()
+        self._failing_until = 0.0
         return count

@@ -17,10 +17,14 @@ from typing import Optional
 
 import dns.exception
 import dns.inet
+import dns.name
 import dns.nameserver
 import dns.resolver
 
 log = logging.getLogger("mailappliance.mx")
+
+# A name that cannot be a DNS name (label over 63 octets, empty label, bad IDNA): no retry helps.
+BAD_NAME = (dns.name.LabelTooLong, dns.name.EmptyLabel, dns.name.NameTooLong, dns.name.IDNAException, UnicodeError)
 
 
 class DnsFailure(Exception):
@@ -69,6 +73,8 @@ class MxResolver:
             return [MxHost(domain, 0, [literal])]
         try:
             answer = self.resolver.resolve(domain, "MX", raise_on_no_answer=False)
+        except BAD_NAME as exc:
+            raise DnsFailure(f"bad domain name {domain}: {_short(exc)}", "5.1.2", permanent=True) from None
         except dns.resolver.NXDOMAIN:
             raise DnsFailure(f"domain {domain} does not exist (NXDOMAIN)", "5.1.2", permanent=True) from None
         except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.LifetimeTimeout) as exc:
@@ -115,6 +121,8 @@ class MxResolver:
                 answer = self.resolver.resolve(name, rdtype, raise_on_no_answer=False)
             except dns.resolver.NXDOMAIN:
                 continue
+            except BAD_NAME as exc:
+                raise DnsFailure(f"bad host name {name}: {_short(exc)}", "5.1.2", permanent=True) from None
             except dns.exception.DNSException as exc:
                 raise DnsFailure(f"address lookup for {name} failed: {_short(exc)}", "4.4.3", permanent=False) from None
             found.extend(r.to_text() for r in (answer.rrset or []))

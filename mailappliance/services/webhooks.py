@@ -25,11 +25,17 @@ from typing import Callable, Optional
 import gevent
 from gevent.queue import Queue
 
+from mailappliance.services.ip_selection import redact_url
+
 log = logging.getLogger("mailappliance.webhooks")
 
 SENDERS = 4
 MAX_QUEUED = 100_000
 SIGNATURE_HEADER = "X-Signature"
+
+
+def shown_url(url: str) -> str:
+    return redact_url(url) or ""
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -45,7 +51,7 @@ class WebhookNotifier:
         timeout: float = 10.0,
         retries: int = 3,
         retry_base: float = 2.0,
-        secret: Optional[str] = None,
+        secret: Optional[str] = None,  # never logged or shown
         record_failure: Optional[Callable[[dict], None]] = None,
     ) -> None:
         self.enabled = enabled and bool(success_url or failure_url)
@@ -113,7 +119,7 @@ class WebhookNotifier:
         except urllib.error.HTTPError as exc:
             problem = f"HTTP {exc.code}"
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            problem = str(getattr(exc, "reason", None) or exc)[:200] or exc.__class__.__name__
+            problem = str(getattr(exc, "reason", None) or exc).replace(url, shown_url(url))[:200] or exc.__class__.__name__
         if attempt < self.retries:
             self.retried += 1
             pause = self.retry_base * (2**attempt)
@@ -123,11 +129,12 @@ class WebhookNotifier:
             later.link(self._retrying.discard)
             return
         self.failed += 1
-        log.warning("webhook %s for %s to %s failed after %d attempts: %s", event["event"], event.get("emailId"), url, attempt + 1, problem)
+        shown = redact_url(url)
+        log.warning("webhook %s for %s to %s failed after %d attempts: %s", event["event"], event.get("emailId"), shown, attempt + 1, problem)
         if self.record_failure is not None:
             try:
                 self.record_failure(
-                    {"event": event, "url": url, "error": problem, "attempts": attempt + 1, "failed_at": datetime.now(timezone.utc)}
+                    {"event": event, "url": shown, "error": problem, "attempts": attempt + 1, "failed_at": datetime.now(timezone.utc)}
                 )
             except Exception as exc:
                 log.error("could not record the webhook failure: %s", exc)

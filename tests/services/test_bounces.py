@@ -38,3 +38,8 @@ def test_blocked_ip_wording():
     assert blocks_ip(Reply(421, "4.7.0 IP listed on RBL", stage="connect"))
     assert not blocks_ip(Reply(550, "5.1.1 no such user"))
     assert not blocks_ip(Reply(250, "Ok, not blocked"))
+
+
+@pytest.mark.parametrize("text", ["5.1.7 bad sender address syntax", "5.1.8 bad sender's system address"])
+def test_sender_address_problems_are_not_hard_recipient_bounces(text):
+    assert bounce_type(Reply(553, text, stage="mail")) == PERMANENT

@@ -69,3 +69,11 @@ def test_a_dns_server_that_does_not_answer_is_a_temporary_failure():
         assert not timeout.value.permanent and timeout.value.enhanced == "4.4.3"
     finally:
         silent.close()
+
+
+@pytest.mark.parametrize("domain", ["a" * 64 + ".test", "a..test", "\u00fc" + "a" * 70 + ".test"])
+def test_a_name_that_cannot_exist_bounces_instead_of_deferring(domain):
+    resolver = MxResolver([("127.0.0.1", 9)], timeout=0.5)  # never asked: the name is refused first
+    with pytest.raises(DnsFailure) as failure:
+        resolver.hosts(domain)
+    assert (failure.value.permanent, failure.value.enhanced) == (True, "5.1.2")
