@@ -117,20 +117,25 @@ class Settings:
     queue_domain_concurrency: int = 20
     queue_retry_base: float = 60.0  # seconds before the first retry; doubles each attempt
     queue_retry_max: float = 4 * 3600.0  # longest wait between two attempts
-    queue_max_attempts: int = 10
+    queue_max_attempts: int = 0  # 0: no limit, QUEUE_MAX_AGE decides when a deferred recipient bounces
     queue_max_age: float = 5 * 24 * 3600.0  # seconds after which a deferred recipient bounces
     queue_lease: float = 300.0  # a claim expires this long after its last renewal
     queue_poll_interval: float = 1.0
     dns_servers: list[tuple[str, int]] = field(default_factory=list)  # empty: the system resolver
     dns_timeout: float = 5.0
     outbound_smtp_port: int = 25
+    # Per-stage timeouts in seconds, RFC 5321 §4.5.3.2 defaults (connect: the TCP handshake only)
     outbound_connect_timeout: float = 30.0
-    outbound_command_timeout: float = 300.0  # RFC 5321 §4.5.3.2 (DATA termination: 10 min)
+    outbound_greeting_timeout: float = 300.0
+    outbound_command_timeout: float = 300.0  # MAIL, RCPT and the other commands
+    outbound_data_init_timeout: float = 120.0
+    outbound_data_block_timeout: float = 180.0
+    outbound_data_end_timeout: float = 600.0
     outbound_tls: str = "may"  # "may" (opportunistic, like Postfix) or "none"
     smtp_relay_host: Optional[str] = None
     smtp_relay_port: int = 587
     smtp_relay_user: Optional[str] = None
-    smtp_relay_password: Optional[str] = None
+    smtp_relay_password: Optional[str] = field(default=None, repr=False)
     dkim_selector: str = "mail"
     dkim_key_dir: Optional[Path] = None  # <domain>.pem (or .key) per signing domain
     webhook_enabled: bool = False
@@ -139,7 +144,7 @@ class Settings:
     webhook_timeout: float = 10.0  # seconds (WEBHOOK_TIMEOUT is given in milliseconds)
     webhook_retries: int = 3
     webhook_retry_base: float = 2.0  # seconds; doubles each retry
-    webhook_secret: Optional[str] = None
+    webhook_secret: Optional[str] = field(default=None, repr=False)
     ip_selection_enabled: bool = False
     ip_selection_api_url: Optional[str] = None
     ip_selection_timeout: float = 5.0  # seconds (IP_SELECTION_TIMEOUT is given in milliseconds)
@@ -260,7 +265,7 @@ class Settings:
             queue_domain_concurrency=int(number(20, "QUEUE_DOMAIN_CONCURRENCY")),
             queue_retry_base=float(number(60.0, "QUEUE_RETRY_BASE", float)),
             queue_retry_max=float(number(4 * 3600.0, "QUEUE_RETRY_MAX", float)),
-            queue_max_attempts=int(number(10, "QUEUE_MAX_ATTEMPTS")),
+            queue_max_attempts=int(number(0, "QUEUE_MAX_ATTEMPTS")),
             queue_max_age=float(number(5 * 24 * 3600.0, "QUEUE_MAX_AGE", float)),
             queue_lease=float(number(300.0, "QUEUE_LEASE", float)),
             queue_poll_interval=float(number(1.0, "QUEUE_POLL_INTERVAL", float)),
@@ -268,7 +273,11 @@ class Settings:
             dns_timeout=float(number(5.0, "DNS_TIMEOUT", float)),
             outbound_smtp_port=port(25, "OUTBOUND_SMTP_PORT"),
             outbound_connect_timeout=float(number(30.0, "OUTBOUND_CONNECT_TIMEOUT", float)),
+            outbound_greeting_timeout=float(number(300.0, "OUTBOUND_GREETING_TIMEOUT", float)),
             outbound_command_timeout=float(number(300.0, "OUTBOUND_COMMAND_TIMEOUT", float)),
+            outbound_data_init_timeout=float(number(120.0, "OUTBOUND_DATA_INIT_TIMEOUT", float)),
+            outbound_data_block_timeout=float(number(180.0, "OUTBOUND_DATA_BLOCK_TIMEOUT", float)),
+            outbound_data_end_timeout=float(number(600.0, "OUTBOUND_DATA_END_TIMEOUT", float)),
             outbound_tls=(get("OUTBOUND_TLS") or "may").lower(),
             smtp_relay_host=get("SMTP_RELAY_HOST"),
             smtp_relay_port=port(587, "SMTP_RELAY_PORT"),
@@ -301,8 +310,8 @@ class Settings:
             raise SettingsError("MAX_EMAIL_SIZE must be at least 1024 bytes")
         if s.queue_concurrency < 1 or s.queue_domain_concurrency < 1:
             raise SettingsError("QUEUE_CONCURRENCY and QUEUE_DOMAIN_CONCURRENCY must be at least 1")
-        if s.queue_max_attempts < 1:
-            raise SettingsError("QUEUE_MAX_ATTEMPTS must be at least 1")
+        if s.queue_max_attempts < 0:
+            raise SettingsError("QUEUE_MAX_ATTEMPTS must be 0 (no limit: QUEUE_MAX_AGE decides) or more")
         if s.queue_lease < 10:
             raise SettingsError("QUEUE_LEASE must be at least 10 seconds")
         if s.outbound_tls not in ("may", "none"):

@@ -107,7 +107,7 @@ def test_outbound_settings():
     assert s.webhook_timeout == 2.5 and s.ip_selection_timeout == 0.75
     assert str(s.dkim_key_dir) == "/etc/dkim"
     defaults = Settings.from_env({})
-    assert (defaults.outbound_smtp_port, defaults.queue_max_attempts, defaults.webhook_enabled) == (25, 10, False)
+    assert (defaults.outbound_smtp_port, defaults.queue_max_attempts, defaults.webhook_enabled) == (25, 0, False)
     for bad in ({"DNS_SERVERS": "dns.example:53"}, {"QUEUE_CONCURRENCY": "0"}, {"OUTBOUND_TLS": "must"}):
         try:
             Settings.from_env(bad)

@@ -9,17 +9,27 @@ recipient, and the socket bound to the chosen source address.
 
 Hosts are tried in order until one of them gives every recipient an answer; a failure
 before any recipient was answered (connection refused, timeout, 4xx greeting/EHLO/MAIL)
-moves on to the next host (RFC 5321 §5.1).
+moves on to the next host (RFC 5321 §5.1). Once the final "." has been sent, a timeout or
+a lost connection does not: the message may have been taken, so the recipients are
+deferred ("may be sent more than once", like Postfix) rather than given to a second host.
+
+Timeouts are per stage (RFC 5321 §4.5.3.2): greeting 5 min, MAIL/RCPT (and the other
+commands) 5 min, DATA initiation 2 min, each data block 3 min, end of data 10 min.
+
+A peer whose greeting or EHLO reply names this appliance's own hostname is this
+appliance (an MX or address literal pointing back here): the recipients bounce with
+"5.4.6 mail for <domain> loops back to myself" (Postfix wording) instead of looping.
 """
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from mailappliance.services.bounces import Reply
 from mailappliance.services.mx import MxHost
@@ -41,11 +51,18 @@ class SmtpOptions:
     helo: str
     port: int = 25
     connect_timeout: float = 30.0
-    command_timeout: float = 300.0
+    greeting_timeout: float = 300.0  # RFC 5321 §4.5.3.2.1 initial 220
+    command_timeout: float = 300.0  # §4.5.3.2.2-3 MAIL, RCPT (and EHLO, STARTTLS, AUTH)
+    data_init_timeout: float = 120.0  # §4.5.3.2.4 the 354 after DATA
+    data_block_timeout: float = 180.0  # §4.5.3.2.5 each block of the message sent
+    data_end_timeout: float = 600.0  # §4.5.3.2.6 the reply after the final "."
     tls: str = "may"  # "may" or "none"
     require_tls: bool = False  # a smarthost with credentials: never send them in clear
     username: Optional[str] = None
-    password: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)
+
+
+DATA_BLOCK = 64 * 1024  # bytes sent under one data-block timeout
 
 
 @dataclass
@@ -93,8 +110,14 @@ def hand_off(
     mail_from: str,
     recipients: list[str],
     raw: bytes,
+    domain: str = "",
+    may_send: Optional[Callable[[], bool]] = None,
 ) -> Handoff:
-    """Deliver ``raw`` to the first target that answers; never raises."""
+    """Deliver ``raw`` to the first target that answers; never raises.
+
+    ``may_send`` is asked right before DATA: when it says no (the queue lease was lost),
+    the transaction is abandoned and the recipients get a 4xx reply.
+    """
     started = time.monotonic()
     result = Handoff(replies={}, source_ip=source_ip)
     last: Reply = Reply(451, "no destination host to try", "4.4.0", stage="connect")
@@ -109,7 +132,7 @@ def hand_off(
         result.tried.append(f"{target.name}[{target.address}]")
         for use_tls in ((True, False) if options.tls == "may" else (False,)):
             try:
-                replies, tls = _converse(target, options, source_ip, mail_from, recipients, raw, use_tls)
+                replies, tls = _converse(target, options, source_ip, mail_from, recipients, raw, use_tls, domain or target.name, may_send)
             except _TlsFailed as exc:
                 last = exc.reply
                 if options.require_tls:
@@ -141,12 +164,15 @@ def _converse(
     recipients: list[str],
     raw: bytes,
     use_tls: bool,
+    domain: str,
+    may_send: Optional[Callable[[], bool]] = None,
 ) -> tuple[dict[str, Reply], bool]:
-    client = smtplib.SMTP(
+    client = _Client(
         local_hostname=options.helo,
         timeout=options.connect_timeout,
         source_address=(source_ip, 0) if source_ip else None,
     )
+    client.greeting_timeout = options.greeting_timeout
     client._host = target.name  # type: ignore[attr-defined]  # SNI for STARTTLS (smtplib sets it only in __init__)
     stage = "connect"
     tls = False
@@ -154,6 +180,7 @@ def _converse(
         code, text = client.connect(target.address, target.port)
         if code != 220:
             raise _HostFailed(_reply(code, text, stage))
+        _check_loop(text, options.helo, domain, "connect")
         if client.sock is not None:
             client.sock.settimeout(options.command_timeout)
         stage = "ehlo"
@@ -162,6 +189,7 @@ def _converse(
             code, text = client.helo()
             if code != 250:
                 raise _HostFailed(_reply(code, text, stage))
+        _check_loop(text, options.helo, domain, stage)
         if use_tls and client.has_extn("starttls"):
             stage = "starttls"
             try:
@@ -192,8 +220,8 @@ def _converse(
             mail_options.append("BODY=8BITMIME")
         if not (mail_from + "".join(recipients)).isascii():
             if not client.has_extn("smtputf8"):
-                refused = Reply(553, f"{target.name} does not support SMTPUTF8 (RFC 6531) for these addresses", "5.6.7", stage="mail")
-                return {r: refused for r in recipients}, tls
+                # Another MX host may support it (the last refusal bounces).
+                raise _HostFailed(Reply(553, f"{target.name} does not support SMTPUTF8 (RFC 6531) for these addresses", "5.6.7", stage="mail"))
             mail_options.append("SMTPUTF8")
         stage = "mail"
         code, text = client.mail(mail_from, mail_options)
@@ -208,19 +236,21 @@ def _converse(
         for recipient in recipients:
             code, text = client.rcpt(recipient)
             replies[recipient] = _reply(code, text, stage)
-            if code in (250, 251):
+            if 200 <= code < 300:  # RFC 5321 §4.2.1: any 2xx is a positive completion
                 accepted.append(recipient)
         if not accepted:
             _quit(client)
             return replies, tls
+        if may_send is not None and not may_send():
+            _quit(client)
+            lost = Reply(451, "delivery abandoned before DATA: the queue lease was lost", "4.3.0", stage="local")
+            return {r: lost if r in accepted else reply for r, reply in replies.items()}, tls
         stage = "data"
-        try:
-            data_reply = _reply(*client.data(raw), stage)
-        except smtplib.SMTPDataError as exc:  # DATA itself refused (no 354)
-            data_reply = _reply(exc.smtp_code, exc.smtp_error, stage)
+        data_reply = _send_data(client, options, raw, target)
         for recipient in accepted:
             replies[recipient] = data_reply
-        _quit(client)
+        if data_reply.stage != "end-of-data":
+            _quit(client)
         return replies, tls
     except _HostFailed:
         _close(client)
@@ -245,9 +275,64 @@ def _converse(
         raise _HostFailed(Reply(451, f"SMTP error during {stage}: {exc}", "4.4.0", stage=stage)) from None
 
 
+class _Client(smtplib.SMTP):
+    """smtplib with its own greeting timeout (the connect timeout covers only the TCP handshake)."""
+
+    greeting_timeout: float = 300.0
+
+    def _get_socket(self, host, port, timeout):  # type: ignore[no-untyped-def]
+        sock = super()._get_socket(host, port, timeout)
+        sock.settimeout(self.greeting_timeout)
+        return sock
+
+
+class _Loop(_HostFailed):
+    pass
+
+
+def _check_loop(text: bytes | str, myself: str, domain: str, stage: str) -> None:
+    """RFC 5321 §6.3: the peer names itself as this host, so delivering would loop."""
+    decoded = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    words = decoded.split()
+    if words and myself and words[0].rstrip(".").lower() == myself.rstrip(".").lower():
+        raise _Loop(Reply(554, f"mail for {domain} loops back to myself", "5.4.6", stage=stage))
+
+
+def _send_data(client: smtplib.SMTP, options: SmtpOptions, raw: bytes, target: Target) -> Reply:
+    """DATA, the message in blocks, the final "." (RFC 5321 §4.1.1.4), with the timeouts of
+    §4.5.3.2.4-6. After the "." a timeout or lost connection is not retried elsewhere."""
+    assert client.sock is not None
+    client.sock.settimeout(options.data_init_timeout)
+    client.putcmd("data")
+    code, text = client.getreply()
+    if code != 354:
+        return _reply(code, text, "data")
+    payload = re.sub(rb"(?m)^\.", b"..", raw)
+    if not payload.endswith(b"\r\n"):
+        payload += b"\r\n"
+    payload += b".\r\n"
+    client.sock.settimeout(options.data_block_timeout)
+    view = memoryview(payload)
+    for start in range(0, len(view), DATA_BLOCK):
+        client.send(bytes(view[start : start + DATA_BLOCK]))
+    client.sock.settimeout(options.data_end_timeout)
+    try:
+        code, text = client.getreply()
+    except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        _close(client)
+        what = "timeout" if "timed out" in str(exc) or isinstance(exc, (socket.timeout, TimeoutError)) else "lost connection"
+        return Reply(
+            451,
+            f"{what} with {target.name}[{target.address}] after end of data; message may be sent more than once",
+            "4.4.2",
+            stage="end-of-data",
+        )
+    return _reply(code, text, "data")
+
+
 def _reply(code: int, text: bytes | str, stage: str) -> Reply:
     decoded = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-    return Reply(int(code), " ".join(decoded.split("\n")).strip(), stage=stage)
+    return Reply(int(code), " ".join(decoded.split("\n")).strip(), stage=stage, remote=True)
 
 
 def _quit(client: smtplib.SMTP) -> None:

@@ -5,25 +5,24 @@
   own greenlet. Its recipients are grouped by domain and each domain gets one connection
   carrying all of them; at most ``QUEUE_DOMAIN_CONCURRENCY`` connections per domain at once.
 * A renewal loop extends the leases of everything in flight, so a slow delivery keeps its
-  claim and a dead runner's claims expire after ``QUEUE_LEASE``.
-* Outcomes are group-committed by one completer greenlet (records, then the guarded
-  update of each original, one journal sync per batch), like the inbound writer.
+  claim and a dead runner's claims expire after ``QUEUE_LEASE``. A lease found lost (or
+  not renewed for half its length) stops its delivery before DATA, so two runners never
+  hand the same recipient over at once.
+* Outcomes (built in ``outcomes.py``) are group-committed by one completer greenlet
+  (records, then the guarded update of each original, one journal sync per batch), like
+  the inbound writer. When the database fails, the batch is retried while its leases
+  last (they keep being renewed), rather than dropped and delivered again.
 * Afterwards, and never in the way of delivery: webhooks are queued, and a bounce report
-  (RFC 3464) goes into the INBOX of a local sender. Reports still owed after a crash are
-  listed in ``pending_reports`` and written at the next start.
-
-Per recipient: 2xx → sent; 5xx → bounced; 4xx, timeouts and connection failures →
-deferred and retried after ``QUEUE_RETRY_BASE * 2^(attempts-1)`` seconds (at most
-``QUEUE_RETRY_MAX``), bounced once ``QUEUE_MAX_ATTEMPTS`` or ``QUEUE_MAX_AGE`` is reached.
+  (RFC 3464, ``bounce_reports.py``) goes into the INBOX of a local sender; a periodic sweep
+  writes any report still owed. A completion that was lost fires neither.
 """
 from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
+import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any, Optional
 
 import gevent
@@ -31,40 +30,29 @@ from bson import ObjectId
 from gevent.event import AsyncResult, Event
 from gevent.lock import BoundedSemaphore
 from gevent.queue import Queue
-from pymongo.errors import PyMongoError
 
 from mailappliance.services import bounces
+from mailappliance.services.bounce_reports import ReportWriter
 from mailappliance.services.bounces import Reply
 from mailappliance.services.dkim_signing import DkimSigner
-from mailappliance.services.dsn import FailedRecipient, build_dsn
 from mailappliance.services.ip_selection import IpSelectionService, Selection
-from mailappliance.services.mime import summarize
 from mailappliance.services.mx import DnsFailure, MxHost, MxResolver
 from mailappliance.services.outbound import Handoff, SmtpOptions, hand_off, targets
+from mailappliance.services.outcomes import DomainResult, RetryPolicy, build_attempt
 from mailappliance.services.webhooks import WebhookNotifier
 from mailappliance.settings import Settings
 from mailappliance.storage.blobs import BlobStore
 from mailappliance.storage.mailboxes import MailboxStore
-from mailappliance.storage.queue import (
-    BOUNCED,
-    DEFERRED,
-    HISTORY_KEPT,
-    PARTIAL,
-    PENDING,
-    SENT,
-    Completion,
-    OutboundQueue,
-    requeue_fields,
-    utcnow,
-)
-from mailappliance.storage.writer import DeliveryWriter, WriteFailed, WriteRequest
+from mailappliance.storage.queue import PENDING, Completion, OutboundQueue, QueueStoreError, requeue_fields, utcnow
+from mailappliance.storage.writer import DeliveryWriter
 
 log = logging.getLogger("mailappliance.queue")
 
 MAX_COMPLETION_BATCH = 256
-COMPLETION_ATTEMPTS = 3
-BACKOFF_JITTER = 0.1
-DSN_SWEEP_LIMIT = 1000
+COMPLETION_RETRY_PAUSE = 0.2  # seconds, times the attempt number, at most COMPLETION_RETRY_MAX
+COMPLETION_RETRY_MAX = 2.0
+DSN_SWEEP_INTERVAL = 60.0  # seconds between looks for bounce reports still owed
+LEASE_SAFETY = 0.5  # DATA only while more than this fraction of the lease is left
 
 
 @dataclass
@@ -74,7 +62,7 @@ class RunnerConfig:
     domain_concurrency: int = 20
     retry_base: float = 60.0
     retry_max: float = 4 * 3600.0
-    max_attempts: int = 10
+    max_attempts: int = 0  # 0: no limit, max_age decides
     max_age: float = 5 * 24 * 3600.0
     lease: float = 300.0
     poll_interval: float = 1.0
@@ -88,7 +76,11 @@ class RunnerConfig:
             helo=s.hostname,
             port=s.outbound_smtp_port,
             connect_timeout=s.outbound_connect_timeout,
+            greeting_timeout=s.outbound_greeting_timeout,
             command_timeout=s.outbound_command_timeout,
+            data_init_timeout=s.outbound_data_init_timeout,
+            data_block_timeout=s.outbound_data_block_timeout,
+            data_end_timeout=s.outbound_data_end_timeout,
             tls=s.outbound_tls,
         )
         relay = None
@@ -97,7 +89,11 @@ class RunnerConfig:
                 helo=s.hostname,
                 port=s.smtp_relay_port,
                 connect_timeout=s.outbound_connect_timeout,
+                greeting_timeout=s.outbound_greeting_timeout,
                 command_timeout=s.outbound_command_timeout,
+                data_init_timeout=s.outbound_data_init_timeout,
+                data_block_timeout=s.outbound_data_block_timeout,
+                data_end_timeout=s.outbound_data_end_timeout,
                 tls="may",
                 require_tls=bool(s.smtp_relay_user),
                 username=s.smtp_relay_user,
@@ -118,13 +114,9 @@ class RunnerConfig:
             relay_smtp=relay,
         )
 
-
-@dataclass
-class DomainResult:
-    domain: str
-    recipients: list[str]
-    handoff: Handoff
-    selection: Selection
+    @property
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(self.retry_base, self.retry_max, self.max_attempts, self.max_age)
 
 
 class QueueRunner:
@@ -143,21 +135,22 @@ class QueueRunner:
     ) -> None:
         self.config = config
         self.queue = queue
-        self.blobs = blobs
-        self.mailboxes = mailboxes
-        self.writer = writer
         self.resolver = resolver
         self.ip_selection = ip_selection
         self.webhooks = webhooks
         self.dkim = dkim
+        self.reports = ReportWriter(config.hostname, queue, blobs, mailboxes, writer)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{ObjectId()}"
         self._inflight: dict[ObjectId, ObjectId] = {}  # email id -> lease token
+        self._lease_until: dict[ObjectId, float] = {}  # email id -> monotonic expiry as last renewed
+        self._lost: set[ObjectId] = set()
         self._domain_slots: dict[str, BoundedSemaphore] = {}
         self._wakeup = Event()
         self._backlog = False
         self._stopping = False
         self._greenlets: list[gevent.Greenlet] = []
         self._deliveries: set[gevent.Greenlet] = set()
+        self._background: set[gevent.Greenlet] = set()  # report writes
         self._completions: Queue = Queue()
         self._completer: Optional[gevent.Greenlet] = None
         self.counters = {"attempts": 0, "delivered": 0, "deferred": 0, "bounced": 0, "lost_leases": 0, "claimed": 0, "errors": 0}
@@ -170,8 +163,7 @@ class QueueRunner:
     def start(self) -> None:
         self._stopping = False
         self._completer = gevent.spawn(self._complete_loop)
-        self._greenlets = [gevent.spawn(self._claim_loop), gevent.spawn(self._renew_loop), self._completer]
-        gevent.spawn(self._sweep_reports)
+        self._greenlets = [gevent.spawn(self._claim_loop), gevent.spawn(self._renew_loop), gevent.spawn(self._sweep_loop), self._completer]
         log.info(
             "queue runner %s started: %d deliveries at once, %d per domain", self.owner, self.config.concurrency, self.config.domain_concurrency
         )
@@ -188,13 +180,13 @@ class QueueRunner:
         self._completions.put(None)
         if self._completer is not None:
             self._completer.join(10)
-        gevent.killall(self._greenlets, timeout=2)
+        gevent.killall(self._greenlets + list(self._background), timeout=2)
         self._greenlets = []
         if unfinished:
             try:
                 self.queue.release(unfinished)
                 log.info("handed back %d unfinished deliveries", len(unfinished))
-            except PyMongoError as exc:
+            except QueueStoreError as exc:
                 log.warning("could not hand back %d deliveries (their leases will expire): %s", len(unfinished), exc)
 
     def wake(self) -> None:
@@ -204,13 +196,18 @@ class QueueRunner:
     def stats(self) -> dict[str, Any]:
         return {"owner": self.owner, "inFlight": len(self._inflight), "concurrency": self.config.concurrency, **self.counters}
 
-    # ------------------------------------------------------------------ claiming
+    def _spawn_background(self, function: Any, *args: Any) -> None:
+        job = gevent.spawn(function, *args)
+        self._background.add(job)
+        job.link(self._background.discard)
+
+    # ------------------------------------------------------------------ claiming and leases
     def _claim_loop(self) -> None:
         while not self._stopping:
             try:
                 if self._claim_once():
                     continue
-            except PyMongoError as exc:
+            except QueueStoreError as exc:
                 log.error("claiming due mail failed: %s", exc)
             except Exception:  # a bug here must not stop delivery for good
                 log.exception("queue runner claim loop error")
@@ -223,6 +220,7 @@ class QueueRunner:
         free = self.config.concurrency - len(self._inflight)
         if free < threshold and (free <= 0 or self._inflight):
             return False
+        started = time.monotonic()
         claimed = self.queue.claim(free, self.owner, frozenset(self._inflight))
         self._backlog = len(claimed) == free
         for n, doc in enumerate(claimed):
@@ -230,6 +228,7 @@ class QueueRunner:
                 self.queue.release({d["_id"]: d["lease"] for d in claimed[n:]})
                 return False
             self._inflight[doc["_id"]] = doc["lease"]
+            self._lease_until[doc["_id"]] = started + self.config.lease
             self.counters["claimed"] += 1
             delivery = gevent.spawn(self._process, doc)
             self._deliveries.add(delivery)
@@ -240,11 +239,36 @@ class QueueRunner:
         while not self._stopping:
             gevent.sleep(self.config.lease / 3)
             try:
-                self.queue.renew(dict(self._inflight))
-            except PyMongoError as exc:
-                log.warning("renewing %d leases failed: %s", len(self._inflight), exc)
+                self.renew_leases()
             except Exception:
                 log.exception("queue runner lease renewal error")
+
+    def renew_leases(self) -> None:
+        """Extend every lease held; remember those found lost (taken over or deleted)."""
+        held = {e: lease for e, lease in self._inflight.items() if e not in self._lost}
+        if not held:
+            return
+        started = time.monotonic()
+        try:
+            kept = self.queue.renew(held)
+        except QueueStoreError as exc:
+            log.warning("renewing %d leases failed: %s", len(held), exc)
+            return
+        for email_id in held:
+            if email_id in kept:
+                if email_id in self._lease_until:
+                    self._lease_until[email_id] = started + self.config.lease
+            elif email_id in self._inflight:
+                self._lost.add(email_id)
+                self.counters["lost_leases"] += 1
+                log.warning("%s: lease lost (taken over or deleted); its delivery stops before DATA", email_id)
+
+    def holds_lease(self, email_id: ObjectId) -> bool:
+        """True while the lease is known held with at least LEASE_SAFETY of it left."""
+        if email_id in self._lost:
+            return False
+        until = self._lease_until.get(email_id)
+        return until is not None and until - time.monotonic() > self.config.lease * LEASE_SAFETY
 
     def _slot(self, domain: str) -> BoundedSemaphore:
         slot = self._domain_slots.get(domain)
@@ -257,33 +281,45 @@ class QueueRunner:
     # ------------------------------------------------------------------ one message
     def _process(self, doc: dict) -> None:
         email_id = doc["_id"]
+        name = doc.get("queue_id", email_id)
         try:
             if doc.get("delete_requested"):
                 self.queue.delete_claimed(doc)
-                log.info("%s: deleted as requested", doc.get("queue_id", email_id))
+                log.info("%s: deleted as requested", name)
                 return
-            completion, events, reports = self._attempt(doc)
-            outcome = self._commit(completion)
+            attempt = self._attempt(doc)
+            completion = attempt.completion
+            if email_id in self._lost:
+                outcome = "lost"
+            else:
+                outcome = self._commit(completion)
             if outcome == "flagged":
                 outcome = self.queue.finish_flagged(completion, requeue_fields(completion.update["$set"]["recipients"], utcnow()) or {})
-                log.info("%s: %s as requested during delivery", doc.get("queue_id", email_id), outcome)
+                log.info("%s: %s as requested during delivery", name, outcome)
             if outcome == "lost":
-                self.counters["lost_leases"] += 1
-                log.warning("%s: lease lost during delivery (taken over or deleted); outcome not recorded here", doc.get("queue_id", email_id))
+                self.counters["lost_leases"] += email_id not in self._lost
+                log.warning("%s: lease lost during delivery (taken over or deleted); outcome not recorded here", name)
+                self.queue.supersede(completion)
                 return
-            for event in events:
+            self.counters["attempts"] += 1
+            self.counters["delivered"] += attempt.delivered
+            self.counters["bounced"] += attempt.bounced
+            self.counters["deferred"] += attempt.deferred
+            for event in attempt.events:
                 self.webhooks.notify(event)
-            if reports:
-                gevent.spawn(self._write_report, email_id)
+            if completion.report and outcome != "deleted":
+                self._spawn_background(self.reports.write, completion.report["_id"])
         except Exception:
             self.counters["errors"] += 1
-            log.exception("%s: delivery attempt failed unexpectedly; it will be retried when its lease expires", doc.get("queue_id", email_id))
+            log.exception("%s: delivery attempt failed unexpectedly; it will be retried when its lease expires", name)
         finally:
             self._inflight.pop(email_id, None)
+            self._lease_until.pop(email_id, None)
+            self._lost.discard(email_id)
             if self._backlog:
                 self._wakeup.set()
 
-    def _attempt(self, doc: dict) -> tuple[Completion, list[dict], bool]:
+    def _attempt(self, doc: dict) -> Any:
         sender = doc.get("from") or ""
         pending = [r["address"] for r in doc["recipients"] if r.get("status") in PENDING]
         results: list[DomainResult] = []
@@ -302,12 +338,25 @@ class QueueRunner:
                 groups.setdefault(address.rsplit("@", 1)[-1].lower(), []).append(address)
             if len(groups) == 1:
                 [(domain, rcpts)] = groups.items()
-                results.append(self._deliver_domain(doc, domain, rcpts, raw))
+                results.append(self._deliver_domain_safely(doc, domain, rcpts, raw))
             else:
-                jobs = [gevent.spawn(self._deliver_domain, doc, d, rcpts, raw) for d, rcpts in groups.items()]
-                gevent.joinall(jobs, raise_error=True)
-                results.extend(job.value for job in jobs)
-        return self._outcome(doc, results, utcnow())
+                jobs = [gevent.spawn(self._deliver_domain_safely, doc, d, rcpts, raw) for d, rcpts in groups.items()]
+                try:
+                    gevent.joinall(jobs)
+                finally:
+                    gevent.killall([job for job in jobs if not job.dead], timeout=2)
+                for job, (domain, rcpts) in zip(jobs, groups.items()):
+                    results.append(job.value if job.successful() and job.value is not None else _failed(domain, rcpts, "delivery stopped"))
+        return build_attempt(self.config.policy, self.owner, doc, results, utcnow(), self.reports.wants_report)
+
+    def _deliver_domain_safely(self, doc: dict, domain: str, recipients: list[str], raw: bytes) -> DomainResult:
+        """One domain's delivery; an unexpected error defers its recipients (451), not the others."""
+        try:
+            return self._deliver_domain(doc, domain, recipients, raw)
+        except Exception as exc:
+            self.counters["errors"] += 1
+            log.exception("%s: delivery to %s failed unexpectedly", doc.get("queue_id", doc["_id"]), domain)
+            return _failed(domain, recipients, f"local error: {exc.__class__.__name__}")
 
     def _deliver_domain(self, doc: dict, domain: str, recipients: list[str], raw: bytes) -> DomainResult:
         sender = doc.get("from") or ""
@@ -326,7 +375,10 @@ class QueueRunner:
                 reply = Reply(550 if failure.permanent else 451, failure.text, failure.enhanced, stage="dns")
                 return DomainResult(domain, recipients, Handoff(replies={r: reply for r in recipients}), Selection(None, "none"))
             selection = self._source_ip(doc, domain, recipients)
-            handoff = hand_off(targets(hosts, options.port), options, selection.ip, sender, recipients, raw)
+            email_id = doc["_id"]
+            handoff = hand_off(
+                targets(hosts, options.port), options, selection.ip, sender, recipients, raw, domain=domain, may_send=lambda: self.holds_lease(email_id)
+            )
             if any(bounces.blocks_ip(reply) for reply in handoff.replies.values()) and selection.ip:
                 self.ip_selection.forget(sender, domain)
             return DomainResult(domain, recipients, handoff, selection)
@@ -343,194 +395,6 @@ class QueueRunner:
             elif self.ip_selection.is_local(ip):
                 return Selection(ip, "sticky")
         return self.ip_selection.select(str(doc["_id"]), doc.get("from") or "", recipients, domain)
-
-    # ------------------------------------------------------------------ outcome
-    def _outcome(self, doc: dict, results: list[DomainResult], now: datetime) -> tuple[Completion, list[dict], bool]:
-        c = self.config
-        attempts = int(doc.get("attempts", 0)) + 1
-        age_from = doc.get("retry_from") or doc.get("created_at") or now
-        too_old = (now - age_from).total_seconds() >= c.max_age
-        sender = doc.get("from") or ""
-        by_address: dict[str, tuple[Reply, DomainResult]] = {}
-        for result in results:
-            for address, reply in result.handoff.replies.items():
-                by_address[address] = (reply, result)
-        recipients, successful, bounced, history = [], [], [], []
-        delivered_now, bounced_now, failed_reports = [], [], []
-        for rcpt in doc["recipients"]:
-            if rcpt["address"] not in by_address:
-                recipients.append(rcpt)
-                continue
-            reply, result = by_address[rcpt["address"]]
-            handoff = result.handoff
-            entry = dict(rcpt)
-            entry.update(
-                attempts=int(rcpt.get("attempts", 0)) + 1,
-                last_attempt_at=now,
-                code=reply.code,
-                enhanced_code=reply.enhanced,
-                response=reply.text,
-                mx_host=handoff.mx_host,
-                ip=result.selection.ip,
-                tls=handoff.tls,
-            )
-            entry.pop("ip_blocked", None)
-            common = {
-                "email_id": doc["_id"],
-                "queue_id": doc.get("queue_id"),
-                "message_id": doc.get("message_id"),
-                "from": sender,
-                "recipient": rcpt["address"],
-                "code": reply.code,
-                "enhanced_code": reply.enhanced,
-                "response": reply.text,
-                "mx_host": handoff.mx_host,
-                "mx_address": handoff.mx_address,
-                "ip": result.selection.ip,
-                "ip_source": result.selection.source,
-                "tls": handoff.tls,
-                "attempts": entry["attempts"],
-                "runner": self.owner,
-            }
-            if reply.ok:
-                record_id = ObjectId()
-                entry.update(status=SENT, delivered_at=now, record_id=record_id)
-                successful.append({"_id": record_id, **common, "status": SENT, "delivered_at": now})
-                delivered_now.append(entry)
-            elif reply.permanent or entry["attempts"] >= c.max_attempts or too_old:
-                exhausted = not reply.permanent
-                kind = bounces.bounce_type(reply, exhausted=exhausted)
-                reason = reply.describe()
-                if exhausted:
-                    reason = f"gave up after {entry['attempts']} attempts: {reason}"
-                record_id = ObjectId()
-                status = reply.enhanced if reply.permanent and reply.enhanced else ("5.4.7" if exhausted else "5.0.0")
-                entry.update(status=BOUNCED, bounced_at=now, bounce_type=kind, record_id=record_id)
-                bounced.append({"_id": record_id, **common, "status": BOUNCED, "bounce_type": kind, "reason": reason, "bounced_at": now})
-                bounced_now.append(entry)
-                failed_reports.append(
-                    FailedRecipient(rcpt["address"], status, reason, handoff.mx_host, now, from_remote=reply.stage not in ("dns", "local"))
-                )
-            else:
-                entry["status"] = DEFERRED
-                if bounces.blocks_ip(reply):
-                    entry["ip_blocked"] = True
-            recipients.append(entry)
-            self._log_recipient(doc, entry, reply, result)
-        for result in results:
-            first = next(iter(result.handoff.replies.values()), None)
-            history.append(
-                {
-                    "at": now,
-                    "domain": result.domain,
-                    "recipients": len(result.recipients),
-                    "mx_host": result.handoff.mx_host,
-                    "tried": result.handoff.tried,
-                    "ip": result.selection.ip,
-                    "ip_source": result.selection.source,
-                    "tls": result.handoff.tls,
-                    "reply": first.describe() if first else None,
-                    "seconds": round(result.handoff.elapsed, 3),
-                }
-            )
-        left = [r for r in recipients if r.get("status") in PENDING]
-        if left:
-            status = DEFERRED
-            delay = min(c.retry_max, c.retry_base * (2 ** (attempts - 1))) * random.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
-            next_at = now + timedelta(seconds=delay)
-        else:
-            states = {r.get("status") for r in recipients}
-            status = SENT if states == {SENT} else BOUNCED if states == {BOUNCED} else PARTIAL
-            next_at = now
-        errors = [r for r in recipients if r.get("status") in (DEFERRED, BOUNCED) and r.get("last_attempt_at") == now]
-        update: dict[str, Any] = {
-            "$set": {
-                "recipients": recipients,
-                "status": status,
-                "attempts": attempts,
-                "next_attempt_at": next_at,
-                "last_attempt_at": now,
-                "updated_at": now,
-                "last_error": f"{errors[0]['code']} {errors[0].get('response', '')}"[:500] if errors else None,
-            },
-            "$unset": {"lease": "", "lease_owner": "", "lease_until": "", "claimed_at": ""},
-            "$push": {"history": {"$each": history, "$slice": -HISTORY_KEPT}},
-        }
-        if successful:
-            update["$push"]["successful_ids"] = {"$each": [r["_id"] for r in successful]}
-        if bounced:
-            update["$push"]["bounced_ids"] = {"$each": [r["_id"] for r in bounced]}
-        reports = bool(failed_reports) and self._wants_report(sender)
-        if reports:
-            update["$set"]["dsn"] = "pending"
-            update["$push"]["dsn_pending_for"] = {"$each": [r.address for r in failed_reports]}
-        self.counters["attempts"] += 1
-        self.counters["delivered"] += len(delivered_now)
-        self.counters["bounced"] += len(bounced_now)
-        self.counters["deferred"] += sum(1 for r in recipients if r.get("status") == DEFERRED and r.get("last_attempt_at") == now)
-        events = []
-        for kind, entries in (("delivered", delivered_now), ("bounced", bounced_now)):
-            if entries:
-                events.append(self._event(kind, doc, entries, status, attempts, now))
-        return Completion(doc["_id"], doc["lease"], update, successful, bounced, reports), events, reports
-
-    def _wants_report(self, sender: str) -> bool:
-        """A report goes to a local mailbox only; never to <> (RFC 5321 §4.5.5)."""
-        if not sender or self.writer is None:
-            return False
-        try:
-            return self.mailboxes.lookup(sender.lower()) is not None
-        except PyMongoError:
-            return True  # decide when writing it
-
-    def _event(self, kind: str, doc: dict, entries: list[dict], status: str, attempts: int, now: datetime) -> dict:
-        first = entries[0]
-        return {
-            "event": kind,
-            "emailId": str(doc["_id"]),
-            "queueId": doc.get("queue_id"),
-            "messageId": doc.get("message_id"),
-            "from": doc.get("from") or "",
-            "to": [e["address"] for e in entries],
-            "status": status,
-            "smtpCode": first.get("code"),
-            "enhancedCode": first.get("enhanced_code"),
-            "response": first.get("response"),
-            "bounceType": first.get("bounce_type"),
-            "attempts": attempts,
-            "ip": first.get("ip"),
-            "mxHost": first.get("mx_host"),
-            "tls": first.get("tls"),
-            "recipients": [
-                {
-                    "address": e["address"],
-                    "status": e["status"],
-                    "smtpCode": e.get("code"),
-                    "enhancedCode": e.get("enhanced_code"),
-                    "response": e.get("response"),
-                    "bounceType": e.get("bounce_type"),
-                    "mxHost": e.get("mx_host"),
-                    "ip": e.get("ip"),
-                }
-                for e in entries
-            ],
-            "timestamp": now.isoformat(),
-        }
-
-    def _log_recipient(self, doc: dict, entry: dict, reply: Reply, result: DomainResult) -> None:
-        handoff = result.handoff
-        relay = f"{handoff.mx_host}[{handoff.mx_address}]" if handoff.mx_host else "none"
-        log.info(
-            "%s: to=<%s> relay=%s ip=%s tls=%s attempt=%d status=%s (%s)",
-            doc.get("queue_id", doc["_id"]),
-            entry["address"],
-            relay,
-            result.selection.ip or "default",
-            "yes" if handoff.tls else "no",
-            entry["attempts"],
-            entry["status"],
-            reply.describe()[:300],
-        )
 
     # ------------------------------------------------------------------ group commit
     def _commit(self, completion: Completion) -> str:
@@ -553,94 +417,42 @@ class QueueRunner:
             self._finish_batch(batch)
 
     def _finish_batch(self, batch: list[tuple[Completion, AsyncResult]]) -> None:
-        for attempt in range(1, COMPLETION_ATTEMPTS + 1):
+        """Record a batch; on a database failure retry while the leases last (the renewal
+        loop keeps extending them), so an outage shorter than the lease loses nothing."""
+        attempt = 0
+        while batch:
+            attempt += 1
             try:
                 outcome = self.queue.finish([c for c, _ in batch])
-                break
-            except PyMongoError as exc:
-                if attempt == COMPLETION_ATTEMPTS:
-                    log.error("recording %d delivery outcomes failed: %s; they will be retried after their leases expire", len(batch), exc)
-                    for _, result in batch:
+            except QueueStoreError as exc:
+                expired = [(c, r) for c, r in batch if self._lease_until.get(c.email_id, 0.0) <= time.monotonic() or self._stopping]
+                if expired:
+                    log.error(
+                        "recording %d delivery outcomes failed until their leases ran out: %s; they will be retried after the leases expire",
+                        len(expired),
+                        exc,
+                    )
+                    for _, result in expired:
                         result.set_exception(exc)
-                    return
-                gevent.sleep(0.2 * attempt)
-        for completion, result in batch:
-            result.set(outcome[completion.email_id])
+                    batch = [item for item in batch if item not in expired]
+                if attempt == 1:
+                    log.warning("recording %d delivery outcomes failed (%s); retrying while the leases last", len(batch), exc)
+                gevent.sleep(min(COMPLETION_RETRY_MAX, COMPLETION_RETRY_PAUSE * attempt))
+                continue
+            for completion, result in batch:
+                result.set(outcome[completion.email_id])
+            return
 
     # ------------------------------------------------------------------ bounce reports
-    def _sweep_reports(self) -> None:
-        try:
-            for email_id in self.queue.pending_reports(DSN_SWEEP_LIMIT):
-                self._write_report(email_id)
-        except PyMongoError as exc:
-            log.warning("could not look for bounce reports still owed: %s", exc)
-
-    def _write_report(self, email_id: ObjectId) -> None:
-        """Put an RFC 3464 report for the recipients in ``dsn_pending_for`` into the sender's INBOX."""
-        try:
-            if not self.queue.claim_report(email_id):
-                return  # another runner is writing it
-            doc = self.queue.get(email_id)
-            if doc is None or doc.get("dsn") != "pending":
-                self.queue.forget_report(email_id)
-                return
-            addresses = list(doc.get("dsn_pending_for") or [])
-            sender = (doc.get("from") or "").lower()
-            mailbox = self.mailboxes.lookup(sender) if sender else None
-            if mailbox is None or self.writer is None or not addresses:
-                self.queue.report_written(email_id, addresses, None)
-                return
+    def _sweep_loop(self) -> None:
+        while not self._stopping:
             try:
-                original: Optional[bytes] = self.blobs.read(doc["blob"], doc["size"])
-            except (KeyError, ValueError):
-                original = None
-            failed = []
-            for rcpt in doc["recipients"]:
-                if rcpt["address"] in addresses:
-                    status = rcpt.get("enhanced_code") if (rcpt.get("code") or 0) >= 500 and rcpt.get("enhanced_code") else "5.4.7" if (rcpt.get("code") or 0) < 500 else "5.0.0"
-                    failed.append(
-                        FailedRecipient(
-                            rcpt["address"],
-                            status,
-                            f"{rcpt.get('code')} {rcpt.get('response', '')}",
-                            rcpt.get("mx_host"),
-                            rcpt.get("last_attempt_at"),
-                        )
-                    )
-            now = utcnow()
-            report = b"Return-Path: <>\r\n" + build_dsn(
-                reporting_host=self.config.hostname,
-                sender=sender,
-                failed=failed,
-                original=original,
-                arrival=doc.get("created_at"),
-                now=now,
-                queue_id=doc.get("queue_id") or "",
-            )
-            summary = summarize(report)
-            blob_id = ObjectId()
-            message_id = ObjectId()
-            request = WriteRequest(
-                received_at=now,
-                blobs=[(blob_id, report, 1)],
-                messages=[
-                    {
-                        "_id": message_id,
-                        "mailbox": mailbox["_id"],
-                        "folder": mailbox["inbox"],
-                        "flags": [],
-                        "internal_date": now,
-                        "size": len(report),
-                        "blob": blob_id,
-                        "queue_id": doc.get("queue_id"),
-                        **summary.message_fields(),
-                    }
-                ],
-            )
-            self.writer.submit(request)
-            self.queue.report_written(email_id, addresses, message_id)
-            log.info("%s: bounce report for %d recipient(s) put into %s's INBOX", doc.get("queue_id"), len(failed), sender)
-        except (PyMongoError, WriteFailed) as exc:
-            log.error("bounce report for %s not written yet (%s); retried at the next start", email_id, exc)
-        except Exception:
-            log.exception("bounce report for %s failed", email_id)
+                self.reports.sweep()
+            except Exception:
+                log.exception("bounce report sweep error")
+            gevent.sleep(DSN_SWEEP_INTERVAL)
+
+
+def _failed(domain: str, recipients: list[str], why: str) -> DomainResult:
+    reply = Reply(451, why, "4.3.0", stage="local")
+    return DomainResult(domain, recipients, Handoff(replies={r: reply for r in recipients}), Selection(None, "none"))

@@ -17,9 +17,16 @@ Claiming (never the same message by two runners at once, nothing lost when one d
   would scan the collection, so each status has its own scanner.
 
 Finishing: :meth:`OutboundQueue.finish` writes the delivery records (``successful_emails``,
-``bounced_emails``) first, then the guarded updates of the originals in one journaled
-``bulk_write``. A crash between the remote server's 250 and that write leaves the message
+``bounced_emails``) and owed bounce reports first, then the guarded updates of the
+originals in one journaled ``bulk_write``. Each update stamps ``completed_lease`` with the
+attempt's lease token, so whether it applied is read back, not guessed (a retried finish
+after an error is idempotent). A completion whose update matched nothing (lease taken
+over, message deleted) is "lost": its records are marked ``superseded`` and its owed
+report dropped. A crash between the remote server's 250 and that write leaves the message
 ``sending``: it is delivered again after the lease expires (at most the ones in flight).
+
+Every public method raises :class:`QueueStoreError` for a database failure, so services
+never see pymongo.
 
 Manual retry and delete never touch a message being delivered: they set
 ``retry_requested`` / ``delete_requested`` instead, which the lease holder applies when it
@@ -27,15 +34,17 @@ finishes (the finishing update's filter excludes flagged messages).
 """
 from __future__ import annotations
 
+import functools
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 from bson import ObjectId
 from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, PyMongoError
 from pymongo.write_concern import WriteConcern
 
 from mailappliance.storage.blobs import CHUNK_SIZE, BlobStore, blob_documents
@@ -56,6 +65,31 @@ CANDIDATE_FIELDS = {"_id": 1, "status": 1, "next_attempt_at": 1, "lease": 1}
 HISTORY_KEPT = 20
 PREFETCH_BYTES = 16 * 1024 * 1024  # bytes of claimed messages read with the claim
 _MAX_FLAG_RACES = 10
+
+
+class QueueStoreError(RuntimeError):
+    """The database failed (unreachable, timed out, refused a write)."""
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Turn a database failure inside the block into :class:`QueueStoreError`."""
+    try:
+        yield
+    except PyMongoError as exc:
+        raise QueueStoreError(str(exc) or exc.__class__.__name__) from exc
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _translated(method: _F) -> _F:
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with store_errors():
+            return method(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def utcnow() -> datetime:
@@ -137,16 +171,31 @@ class Completion:
     update: dict
     successful: list[dict] = field(default_factory=list)
     bounced: list[dict] = field(default_factory=list)
-    report: bool = False  # a bounce report is owed to the (local) sender
+    report: Optional[dict] = None  # a bounce report owed to the (local) sender, ids chosen
 
 
-class OutboundQueue:
+class _Translating(type):
+    """Wraps every public method of the class in :func:`store_errors`."""
+
+    def __new__(mcs, name: str, bases: tuple, namespace: dict) -> "_Translating":
+        for key, value in list(namespace.items()):
+            if callable(value) and not key.startswith("_"):
+                namespace[key] = _translated(value)
+        return super().__new__(mcs, name, bases, namespace)
+
+
+class OutboundQueue(metaclass=_Translating):
     def __init__(self, collections: Collections, blobs: BlobStore, lease_seconds: float = 300.0) -> None:
         self.c = collections
         self.blobs = blobs
         self.lease = timedelta(seconds=lease_seconds)
         self._fast = _unsynced(collections.outgoing)
         self.scanners = {status: DueScanner(collections.outgoing, status) for status in CLAIMABLE}
+
+    def ensure_indexes(self) -> None:
+        """Outcome records are read by the message they belong to (``email_id``)."""
+        for collection in (self.c.successful, self.c.bounced):
+            collection.create_index("email_id")
 
     # ------------------------------------------------------------------ claiming
     def claim(self, want: int, owner: str, exclude: frozenset = frozenset()) -> list[dict]:
@@ -210,16 +259,20 @@ class OutboundQueue:
         raw = doc.get("raw")
         return raw if raw is not None else self.blobs.read(doc["blob"], doc["size"])
 
-    def renew(self, held: dict[ObjectId, ObjectId]) -> int:
-        """Extend the leases ``{email id: lease token}`` still held; returns how many."""
+    def renew(self, held: dict[ObjectId, ObjectId]) -> set[ObjectId]:
+        """Extend the leases ``{email id: lease token}``; returns the ids still held (the
+        others were taken over after expiring, or deleted)."""
         if not held:
-            return 0
+            return set()
         until = utcnow() + self.lease
         result = self._fast.update_many(
             {"_id": {"$in": list(held)}, "lease": {"$in": list(set(held.values()))}},
             {"$set": {"lease_until": until, "next_attempt_at": until}},
         )
-        return result.matched_count
+        if result.matched_count == len(held):
+            return set(held)
+        found = self.c.outgoing.find({"_id": {"$in": list(held)}}, {"lease": 1})
+        return {d["_id"] for d in found if d.get("lease") == held[d["_id"]]}
 
     def release(self, held: dict[ObjectId, ObjectId]) -> int:
         """Give up leases (shutdown): the messages are due again at once, for any runner."""
@@ -245,32 +298,42 @@ class OutboundQueue:
         bounced = [r for c in completions for r in c.bounced]
         # Owed reports are listed in their own small collection rather than by an index on
         # ``emails`` (a partial index costs every queue update ~15%, measured).
-        reports = [{"_id": c.email_id, "at": utcnow()} for c in completions if c.report]
+        reports = [c.report for c in completions if c.report]
         for collection, records in ((self.c.successful, successful), (self.c.bounced, bounced), (self.c.pending_reports, reports)):
             if records:
                 _insert_ignoring_duplicates(_unsynced(collection), records)
         ops = [
             UpdateOne(
                 {"_id": c.email_id, "lease": c.lease, "retry_requested": {"$ne": True}, "delete_requested": {"$ne": True}},
-                c.update,
+                _stamped(c),
             )
             for c in completions
         ]
         result = self.c.outgoing.bulk_write(ops, ordered=False)  # journaled: one sync for the batch
         outcome = {c.email_id: "done" for c in completions}
         if result.modified_count != len(ops):
-            # Some filters did not match. Ours unset the lease, so a message still holding
-            # our lease was flagged meanwhile; one holding another lease was taken over.
+            # Some filters did not match: read back which updates are in place (also those
+            # applied by an earlier try whose answer was lost), which still hold our lease
+            # (flagged for retry/delete meanwhile) and which were lost.
             leases = {c.email_id: c.lease for c in completions}
-            found = {d["_id"]: d.get("lease") for d in self.c.outgoing.find({"_id": {"$in": list(leases)}}, {"lease": 1})}
+            found = {d["_id"]: d for d in self.c.outgoing.find({"_id": {"$in": list(leases)}}, {"lease": 1, "completed_lease": 1})}
             for email_id, lease in leases.items():
-                if email_id not in found:
-                    outcome[email_id] = "lost"
-                elif found[email_id] == lease:
+                doc = found.get(email_id)
+                if doc is not None and doc.get("completed_lease") == lease:
+                    outcome[email_id] = "done"
+                elif doc is not None and doc.get("lease") == lease:
                     outcome[email_id] = "flagged"
-                elif found[email_id] is not None:
+                else:
                     outcome[email_id] = "lost"
         return outcome
+
+    def supersede(self, completion: Completion) -> None:
+        """A completion was lost: mark its records superseded, drop the report it owed."""
+        for collection, records in ((self.c.successful, completion.successful), (self.c.bounced, completion.bounced)):
+            if records:
+                collection.update_many({"_id": {"$in": [r["_id"] for r in records]}}, {"$set": {"superseded": True}})
+        if completion.report:
+            self.c.pending_reports.delete_one({"_id": completion.report["_id"]})
 
     def finish_flagged(self, completion: Completion, requeue_fields: dict) -> str:
         """Apply a retry or delete requested while ``completion``'s delivery ran."""
@@ -282,34 +345,35 @@ class OutboundQueue:
                 self.blobs.release([(doc["blob"], doc["size"])])
                 return "deleted"
             return "lost"
-        update = {k: dict(v) for k, v in completion.update.items()}
+        update = {k: dict(v) for k, v in _stamped(completion).items()}
         update.setdefault("$set", {}).update(requeue_fields)
         update.setdefault("$unset", {})["retry_requested"] = ""
         result = self.c.outgoing.update_one({"_id": doc["_id"], "lease": completion.lease}, update)
         return "retried" if result.modified_count else "lost"
 
-    def report_written(self, email_id: ObjectId, addresses: list[str], message_id: Optional[ObjectId]) -> None:
-        """The report for ``addresses`` is stored (``message_id``), or none is owed (None)."""
-        update: dict[str, Any] = {"$set": {"dsn": "sent" if message_id else "none"}, "$pullAll": {"dsn_pending_for": addresses}}
-        if message_id is not None:
-            update["$push"] = {"dsn_message_ids": message_id}
-        self.c.outgoing.update_one({"_id": email_id}, update)
-        self.c.pending_reports.delete_one({"_id": email_id})
+    def report_written(self, report: dict, stored: bool) -> None:
+        """The owed ``report`` is in the sender's INBOX (``stored``), or none is owed."""
+        update: dict[str, Any] = {"$pullAll": {"dsn_pending_for": report["addresses"]}, "$set": {"dsn": "sent" if stored else "none"}}
+        if stored:
+            update["$addToSet"] = {"dsn_message_ids": report["message_id"]}
+        self.c.outgoing.update_one({"_id": report["email_id"]}, update)
+        self.c.pending_reports.delete_one({"_id": report["_id"]})
 
-    def claim_report(self, email_id: ObjectId, seconds: float = 300.0) -> bool:
+    def report_stored(self, report: dict) -> bool:
+        """True when the report's message is already stored (a write whose end was lost)."""
+        return self.c.messages.find_one({"_id": report["message_id"]}, {"_id": 1}) is not None
+
+    def claim_report(self, report_id: Any, seconds: float = 300.0) -> Optional[dict]:
         """Take the job of writing one owed report (so two processes never both write it)."""
         now = utcnow()
-        taken = self.c.pending_reports.update_one(
-            {"_id": email_id, "$or": [{"claimed_until": None}, {"claimed_until": {"$lte": now}}]},
+        taken = self.c.pending_reports.find_one_and_update(
+            {"_id": report_id, "$or": [{"claimed_until": None}, {"claimed_until": {"$lte": now}}]},
             {"$set": {"claimed_until": now + timedelta(seconds=seconds)}},
         )
-        return taken.modified_count == 1
+        return taken
 
-    def forget_report(self, email_id: ObjectId) -> None:
-        self.c.pending_reports.delete_one({"_id": email_id})
-
-    def pending_reports(self, limit: int = 1000) -> list[ObjectId]:
-        """Messages whose bounce report is still to be put into the sender's INBOX."""
+    def pending_reports(self, limit: int = 1000) -> list[Any]:
+        """Reports still to be put into a sender's INBOX."""
         return [d["_id"] for d in self.c.pending_reports.find({}, {"_id": 1}).limit(limit)]
 
     # ------------------------------------------------------------------ operator actions
@@ -420,6 +484,13 @@ def requeue_fields(recipients: list[dict], now: datetime) -> Optional[dict]:
     if all(r.get("status") == SENT for r in recipients):
         return None
     return {"recipients": again, "status": QUEUED, "next_attempt_at": now, "retry_from": now, "attempts": 0, "updated_at": now}
+
+
+def _stamped(completion: Completion) -> dict:
+    """The completion's update, recording which attempt (lease token) applied it."""
+    update = {k: dict(v) for k, v in completion.update.items()}
+    update.setdefault("$set", {})["completed_lease"] = completion.lease
+    return update
 
 
 def _insert_ignoring_duplicates(collection, documents: list[dict]) -> None:

@@ -410,30 +410,35 @@ def test_retry_and_delete_requested_during_delivery_are_applied_after_it(outboun
     assert [m.recipients for m in peer.received] == [["ok@accept.test"]], "delivered once, then deleted"
 
 
-def test_a_report_owed_when_the_process_died_is_written_at_start(outbound):
+def test_a_report_owed_when_the_process_died_is_written_by_the_sweep(outbound):
+    from bson import ObjectId
+
     from mailappliance.storage.queue import enqueue, utcnow
 
     app = outbound(queue_enabled=False)
     c = app.stores.collections
     [email_id] = enqueue(c, [(SENDER, ["gone@accept.test"], b"Subject: lost report\r\n\r\nx\r\n")])
-    c.outgoing.update_one(
-        {"_id": email_id},
-        {"$set": {"status": "bounced", "dsn": "pending", "dsn_pending_for": ["gone@accept.test"],
-                  "recipients": [{"address": "gone@accept.test", "status": "bounced", "code": 550, "enhanced_code": "5.1.1",
-                                  "response": "5.1.1 no such user", "last_attempt_at": utcnow()}]}},
-    )
-    c.pending_reports.insert_one({"_id": email_id})
-    app.outbound.runner._sweep_reports()
-    [report] = stored_messages(app, SENDER)
-    assert b"Final-Recipient: rfc822; gone@accept.test" in stored_raw(app, report)
+    c.outgoing.update_one({"_id": email_id}, {"$set": {"status": "bounced", "dsn": "pending", "dsn_pending_for": ["gone@accept.test"]}})
+    failed = {"address": "gone@accept.test", "status": "5.1.1", "diagnostic": "550 5.1.1 no such user", "remote_mta": "mx.accept.test",
+              "last_attempt": utcnow(), "from_remote": True}
+    report = {"_id": ObjectId(), "email_id": email_id, "sender": SENDER, "addresses": ["gone@accept.test"], "failed": [failed],
+              "message_id": ObjectId(), "blob_id": ObjectId(), "at": utcnow()}
+    c.pending_reports.insert_one(report)
+    app.outbound.runner.reports.sweep()
+    [stored] = stored_messages(app, SENDER)
+    assert stored["_id"] == report["message_id"], "stored under the id chosen with the outcome"
+    raw = stored_raw(app, stored)
+    assert b"Final-Recipient: rfc822; gone@accept.test" in raw and b"Diagnostic-Code: smtp; 550 5.1.1 no such user" in raw
     assert c.pending_reports.count_documents({}) == 0 and c.outgoing.find_one({"_id": email_id})["dsn"] == "sent"
-    app.outbound.runner._sweep_reports()
+    c.pending_reports.insert_one(report)  # written, but the process died before the report was marked done
+    app.outbound.runner.reports.sweep()
     assert len(stored_messages(app, SENDER)) == 1, "written once"
+    assert c.pending_reports.count_documents({}) == 0
 
 
 def test_a_silent_server_times_out_and_the_recipient_is_deferred(outbound, peer):
     peer.behaviour[PEER_ACCEPT].greeting_delay = 5
-    app = outbound(outbound_connect_timeout=0.5, queue_max_attempts=1)
+    app = outbound(outbound_greeting_timeout=0.5, queue_max_attempts=1)
     started = __import__("time").monotonic()
     doc = final(app, submit(app, ["a@accept.test"], "silent"))
     [rcpt] = doc["recipients"]

@@ -63,7 +63,7 @@ def test_renewed_leases_are_kept_and_released_ones_are_due_at_once(collections):
     docs = holder.claim(5, "holder")
     for _ in range(3):
         gevent.sleep(0.25)
-        assert holder.renew({d["_id"]: d["lease"] for d in docs}) == 2
+        assert holder.renew({d["_id"]: d["lease"] for d in docs}) == {d["_id"] for d in docs}
         assert other.claim(5, "other") == []
     assert holder.release({d["_id"]: d["lease"] for d in docs}) == 2
     assert len(other.claim(5, "other")) == 2
@@ -148,3 +148,57 @@ def test_mail_stored_behind_the_scan_floor_is_found_by_the_next_full_sweep(colle
     scanner = queue.scanners["queued"]
     scanner.next_full_sweep = 0
     assert [d["_id"] for d in queue.claim(5, "x")] == [late]
+
+
+def test_a_finish_whose_update_matched_nothing_is_lost_and_its_records_superseded(collections):
+    """Another runner took the expired lease over and finished first: ours must not be "done"."""
+    put(collections, 1)
+    slow, fast = queue_of(collections, lease=0.3), queue_of(collections, lease=0.3)
+    [doc] = slow.claim(5, "slow")
+    gevent.sleep(0.4)
+    [again] = fast.claim(5, "fast")
+    assert fast.finish([done(again)]) == {doc["_id"]: "done"}  # unsets the lease
+    record = {"_id": ObjectId(), "email_id": doc["_id"], "recipient": "r0@dest.test"}
+    report = {"_id": ObjectId(), "email_id": doc["_id"], "addresses": ["r0@dest.test"], "failed": []}
+    late = Completion(doc["_id"], doc["lease"], {"$set": {"status": "bounced"}}, bounced=[record], report=report)
+    assert slow.finish([late]) == {doc["_id"]: "lost"}
+    slow.supersede(late)
+    assert collections.bounced.find_one({"_id": record["_id"]})["superseded"] is True
+    assert collections.pending_reports.find_one({"_id": report["_id"]}) is None
+    assert collections.outgoing.find_one({"_id": doc["_id"]})["status"] == "sent"
+
+
+def test_a_finish_retried_after_it_applied_is_done_not_lost(collections):
+    put(collections, 1)
+    queue = queue_of(collections)
+    [doc] = queue.claim(5, "runner")
+    completion = done(doc)
+    assert queue.finish([completion]) == {doc["_id"]: "done"}
+    assert queue.finish([completion]) == {doc["_id"]: "done"}, "the answer to the first try was lost: still done"
+
+
+def test_renew_returns_only_the_leases_still_held(collections):
+    ids = put(collections, 2)
+    queue = queue_of(collections)
+    docs = queue.claim(5, "holder")
+    collections.outgoing.update_one({"_id": ids[0]}, {"$set": {"lease": ObjectId()}})
+    assert queue.renew({d["_id"]: d["lease"] for d in docs}) == {ids[1]}
+
+
+def test_records_are_indexed_by_email_id(collections):
+    queue_of(collections).ensure_indexes()
+    for collection in (collections.successful, collections.bounced):
+        assert any(index["key"] == [("email_id", 1)] for index in collection.index_information().values())
+
+
+def test_database_errors_reach_services_as_queue_store_errors(collections):
+    import pytest
+    from pymongo import MongoClient
+
+    from mailappliance.storage.mongo import Collections
+    from mailappliance.storage.queue import QueueStoreError
+
+    client = MongoClient("mongodb://127.0.0.1:1/x", serverSelectionTimeoutMS=200, connect=False)
+    dead = Collections(client.get_default_database())
+    with pytest.raises(QueueStoreError):
+        OutboundQueue(dead, BlobStore(dead)).renew({ObjectId(): ObjectId()})
