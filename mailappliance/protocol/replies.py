@@ -64,6 +64,7 @@ class S:
     UNRECOGNIZED = Reply.of(500, "5.5.2 Command unrecognized")
     LINE_TOO_LONG = Reply.of(500, "5.5.2 Line too long")
     BAD_ENCODING = Reply.of(500, "5.5.2 Command is not valid UTF-8")
+    CONTROL_CHARACTERS = Reply.of(501, "5.5.2 Syntax error: control characters in the command")
     USE_LHLO = Reply.of(500, "5.5.1 This is LMTP: use LHLO")
     NOT_IMPLEMENTED = Reply.of(502, "5.5.1 Command not implemented")
     SYNTAX_HELO = Reply.of(501, "5.5.4 Syntax: HELO/EHLO/LHLO domain")

@@ -25,6 +25,7 @@ from mailappliance.settings import AUTH_LINE_LIMIT, COMMAND_LINE_LIMIT
 
 
 log = logging.getLogger("mailappliance.smtp")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # C0 controls except TAB, and DEL
 
 
 # ----------------------------------------------------------------------------- actions
@@ -195,6 +196,11 @@ class SmtpSession:
         except UnicodeDecodeError:
             self._auth_step = None  # a garbled AUTH response ends the exchange
             return self._error(S.BAD_ENCODING)
+        if _CONTROL.search(text):
+            # RFC 5321 §4.1.1: commands are printable text. A NUL or bare CR would
+            # otherwise be echoed in replies and written to logs and the database.
+            self._auth_step = None
+            return self._error(S.CONTROL_CHARACTERS)
         if self._auth_step is not None:
             return self._count(self._auth_continue(text))
         verb, _, argument = text.partition(" ")

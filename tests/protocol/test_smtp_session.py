@@ -353,3 +353,11 @@ def test_failed_authentication_is_logged_for_fail2ban(caplog):
     one(session, "EHLO c")
     one(session, "AUTH PLAIN AHVzZXJAZXhhbXBsZS5jb20Ad3Jvbmc=")  # wrong password
     assert "authentication failed: user=<user@example.com> client=[192.0.2.7]:40000 port=25" in caplog.text
+
+
+def test_control_characters_in_a_command_are_refused_not_echoed():
+    session, _ = make()
+    replies = session.handle_line(b"EHLO evil\r\x00")
+    assert replies == [S.CONTROL_CHARACTERS]
+    assert session.helo == ""
+    assert session.handle_line(b"EHLO good.example")[0].code == 250
