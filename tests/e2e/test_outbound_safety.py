@@ -68,6 +68,9 @@ class ScriptedPeer:
                     rcpt = line.decode().split("<", 1)[1].split(">", 1)[0]
                     if rcpt.startswith("nouser"):
                         send("550 5.1.1 no such user")
+                    elif rcpt.startswith("forward"):
+                        recipients.append(rcpt)
+                        send("252 2.1.5 cannot verify, will attempt delivery")  # any 2xx accepts
                     else:
                         recipients.append(rcpt)
                         send("250 2.1.5 ok")
@@ -172,6 +175,17 @@ def test_a_timeout_after_the_final_dot_defers_and_never_tries_the_next_mx(applia
         assert (rc["a@two.test"]["status"], rc["a@two.test"]["enhanced_code"]) == ("deferred", "4.4.2")
         assert "after end of data; message may be sent more than once" in rc["a@two.test"]["response"]
         assert (rc["nouser@two.test"]["status"], rc["nouser@two.test"]["enhanced_code"]) == ("bounced", "5.1.1"), "RCPT 5xx kept"
+    finally:
+        peer.stop()
+
+
+def test_any_2xx_rcpt_reply_accepts_the_recipient(appliance_factory, dns_two_mx):
+    port = shared_port([PEER_ACCEPT, PEER_OTHER])
+    peer = ScriptedPeer([PEER_ACCEPT, PEER_OTHER], port)
+    try:
+        app = start(appliance_factory, dns_two_mx, port)
+        doc = settled(app, send(app, ["forward@two.test"], "252"), lambda d: d["status"] in FINAL)
+        assert doc["status"] == "sent" and peer.received == [(PEER_ACCEPT, ["forward@two.test"])]
     finally:
         peer.stop()
 
