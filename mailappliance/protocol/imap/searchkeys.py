@@ -1,6 +1,6 @@
 """Search keys (RFC 3501 §6.4.4, RFC 7162 §3.1.5 MODSEQ), parsed into :class:`SearchKey`.
 
-Meaning lives elsewhere (services/imap_search.py); this is only the grammar.
+Meaning lives elsewhere (services/imap/search.py); this is only the grammar.
 String arguments are decoded with the command's charset: UTF-8 strictly,
 US-ASCII (or none given) leniently as UTF-8, any other charset as Latin-1 so the
 command still parses and the session can answer ``NO [BADCHARSET]``.

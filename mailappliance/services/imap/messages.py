@@ -14,7 +14,7 @@ from mailappliance.protocol.imap import fetch as fetch_render
 from mailappliance.protocol.imap.selected import SelectedFolder
 from mailappliance.protocol.imap.session import BadArguments, ImapSession, Refused, bad, ok
 from mailappliance.protocol.imap.types import Command, FetchAttribute, SearchKey
-from mailappliance.services import imap_search, imap_sort
+from mailappliance.services.imap import search as imap_search, sort as imap_sort
 from mailappliance.storage.messages import LISTING_FIELDS, ranges_of
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from mailappliance.protocol.imap.types import SortCriterion
-from mailappliance.services.imap_sort import (
+from mailappliance.services.imap.sort import (
     ThreadNode,
     base_subject,
     extract_base_subject,

@@ -11,7 +11,7 @@ import pytest
 from bson import ObjectId
 
 from mailappliance.protocol.imap.types import SearchKey, SequenceSet
-from mailappliance.services.imap_search import (
+from mailappliance.services.imap.search import (
     SearchContext,
     SearchError,
     body_text,
