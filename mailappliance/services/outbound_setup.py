@@ -53,7 +53,6 @@ def build_outbound(
 ) -> Outbound:
     s = settings
     queue = OutboundQueue(collections, blobs, s.queue_lease)
-    queue.ensure_indexes()
     resolver = MxResolver(s.dns_servers, s.dns_timeout)
     ip_selection = IpSelectionService(
         s.ip_selection_enabled, s.ip_selection_api_url, s.ip_selection_timeout, s.ip_selection_retries, s.fallback_ip, s.ip_selection_cache_ttl

@@ -88,6 +88,9 @@ INDEXES = {
         IndexModel([("folder", ASCENDING), ("uid", ASCENDING)], unique=True),
         IndexModel([("folder", ASCENDING), ("modseq", ASCENDING)]),  # CONDSTORE CHANGEDSINCE
     ],
+    # Outcome records are read by the message they belong to.
+    "successful_emails": [IndexModel([("email_id", ASCENDING)])],
+    "bounced_emails": [IndexModel([("email_id", ASCENDING)])],
     "expunged_messages": [
         IndexModel([("folder", ASCENDING), ("modseq", ASCENDING)]),
         IndexModel([("at", ASCENDING)], expireAfterSeconds=TOMBSTONE_SECONDS),

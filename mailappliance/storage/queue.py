@@ -192,11 +192,6 @@ class OutboundQueue(metaclass=_Translating):
         self._fast = _unsynced(collections.outgoing)
         self.scanners = {status: DueScanner(collections.outgoing, status) for status in CLAIMABLE}
 
-    def ensure_indexes(self) -> None:
-        """Outcome records are read by the message they belong to (``email_id``)."""
-        for collection in (self.c.successful, self.c.bounced):
-            collection.create_index("email_id")
-
     # ------------------------------------------------------------------ claiming
     def claim(self, want: int, owner: str, exclude: frozenset = frozenset()) -> list[dict]:
         """Lease up to ``want`` due messages to ``owner``; returns them as now stored."""

@@ -186,7 +186,7 @@ def test_renew_returns_only_the_leases_still_held(collections):
 
 
 def test_records_are_indexed_by_email_id(collections):
-    queue_of(collections).ensure_indexes()
+    """The ``collections`` fixture declares the schema's indexes (storage/mongo.py INDEXES)."""
     for collection in (collections.successful, collections.bounced):
         assert any(index["key"] == [("email_id", 1)] for index in collection.index_information().values())
 
