@@ -74,6 +74,16 @@ class Connection:
     def send(self, data: bytes) -> None:
         send_all(self.sock, data)
 
+    def upgrade_to_tls(self, context: Optional[ssl.SSLContext]) -> bool:
+        """STARTTLS (RFC 3207, RFC 3501 §6.2.1): False, logged, when the handshake fails."""
+        assert context is not None
+        try:
+            self.start_tls(context)
+        except (ssl.SSLError, OSError) as exc:
+            log.info("%s: STARTTLS with %s failed: %s", self.server.name, self.address[0], exc)
+            return False
+        return True
+
     def start_tls(self, context: ssl.SSLContext) -> None:
         self.sock.settimeout(TLS_HANDSHAKE_TIMEOUT)
         self.sock = context.wrap_socket(self.sock, server_side=True)

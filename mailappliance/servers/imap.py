@@ -176,11 +176,7 @@ class ImapConnection(Connection):
             return True
         if isinstance(action, StartTls):
             self.framer = self._new_framer()  # nothing sent before TLS is kept
-            assert self.tls_context is not None
-            try:
-                self.start_tls(self.tls_context)
-            except (ssl.SSLError, OSError) as exc:
-                log.info("IMAP STARTTLS with %s failed: %s", self.address[0], exc)
+            if not self.upgrade_to_tls(self.tls_context):
                 return True
             session.tls_started()
             return False

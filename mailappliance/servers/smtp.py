@@ -118,11 +118,7 @@ class SmtpConnection(Connection):
                 self._flush()
                 # RFC 3207 §4.2 / CVE-2011-0411: nothing sent before TLS may be used after it.
                 self._buffer.clear()
-                assert self.tls_context is not None
-                try:
-                    self.start_tls(self.tls_context)
-                except (ssl.SSLError, OSError) as exc:
-                    log.info("STARTTLS with %s failed: %s", self.address[0], exc)
+                if not self.upgrade_to_tls(self.tls_context):
                     return True
                 session.tls_started()
             elif isinstance(action, ReadData):
