@@ -71,11 +71,9 @@ class ImapAccount:
         self.folders = backend.folders
         self.store = backend.messages
         self.messages = MessageCommands(self)
-        self._session: Optional[ImapSession] = None
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, session: ImapSession, command: Command) -> Iterator[bytes]:
-        self._session = session
         method = getattr(self, "cmd_" + command.name.lower(), None) or getattr(
             self.messages, "cmd_" + command.name.lower()
         )
@@ -196,14 +194,7 @@ class ImapAccount:
         existing = {f["name"]: f for f in self.folders.of_mailbox(self.address)}
         if len(existing) >= MAX_FOLDERS:
             raise Refused(f"At most {MAX_FOLDERS} folders", "LIMIT")
-        parts = name.split(HIERARCHY_DELIMITER)
-        for depth in range(1, len(parts)):
-            parent = HIERARCHY_DELIMITER.join(parts[:depth])
-            if parent not in existing:
-                try:
-                    self.folders.create(self.address, parent)
-                except FolderExists:
-                    pass
+        self._create_parents(name, set(existing))
         doc = existing.get(name)
         if doc is not None:
             if not doc.get("noselect"):
@@ -215,6 +206,17 @@ class ImapAccount:
             except FolderExists:
                 raise Refused(f"{name} already exists", "ALREADYEXISTS") from None
         yield ok(command.tag, "CREATE completed")
+
+    def _create_parents(self, name: str, existing: set[str]) -> None:
+        """RFC 3501 §6.3.3: superior hierarchical names are created as needed."""
+        parts = name.split(HIERARCHY_DELIMITER)
+        for depth in range(1, len(parts)):
+            parent = HIERARCHY_DELIMITER.join(parts[:depth])
+            if parent not in existing:
+                try:
+                    self.folders.create(self.address, parent)
+                except FolderExists:
+                    pass  # made meanwhile by another session
 
     def cmd_delete(self, session: ImapSession, command: Command) -> Iterator[bytes]:
         """RFC 3501 §6.3.4: a folder with children loses its messages and becomes \\Noselect."""
@@ -233,6 +235,7 @@ class ImapAccount:
         else:
             self.store.remove_all(doc["_id"])
             self.folders.remove(doc["_id"])
+            self.backend.index.forget(doc["_id"])
         self.backend.notify([doc["_id"]])
         yield ok(command.tag, "DELETE completed")
 
@@ -245,14 +248,7 @@ class ImapAccount:
             raise Refused(f"{new} already exists", "ALREADYEXISTS")
         if new.startswith(old + HIERARCHY_DELIMITER):
             raise Refused("Cannot rename a folder into itself", "CANNOT")
-        parts = new.split(HIERARCHY_DELIMITER)
-        for depth in range(1, len(parts)):
-            parent = HIERARCHY_DELIMITER.join(parts[:depth])
-            if self.folders.get(self.address, parent) is None:
-                try:
-                    self.folders.create(self.address, parent)
-                except FolderExists:
-                    pass
+        self._create_parents(new, {f["name"] for f in self.folders.of_mailbox(self.address)})
         if old == INBOX:
             # INBOX stays; its messages move to the new folder (RFC 3501 §6.3.5).
             target = self.folders.create(self.address, new)
