@@ -1,5 +1,4 @@
 """IMAP over real sockets with imaplib and imapclient (RFC 3501 and extensions)."""
-import email
 import imaplib
 import smtplib
 import socket
@@ -7,7 +6,6 @@ import ssl
 import time
 from datetime import datetime, timezone
 
-import gevent
 import pytest
 
 from tests.conftest import PASSWORD

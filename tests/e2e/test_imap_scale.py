@@ -6,7 +6,6 @@ import time
 from datetime import datetime, timezone
 
 import gevent
-import pytest
 from bson import ObjectId
 
 from tests.conftest import PASSWORD
@@ -86,6 +85,7 @@ def test_500_connections_50_idle_while_mail_arrives(appliance_factory):
         sock.sendall(b"s SELECT INBOX\r\n")
         while not (line := f.readline()).startswith(b"s "):
             pass
+        assert line.startswith(b"s OK")
         sock.sendall(b"i IDLE\r\n")
         assert f.readline().startswith(b"+")
 
