@@ -39,6 +39,11 @@ class SelectedFolder:
     condstore: bool = False  # RFC 7162 §3.1: MODSEQ in unsolicited FETCH responses
     held_expunges: set[int] = field(default_factory=set)
     own_modseqs: set[int] = field(default_factory=set)  # changes this session already reported
+    dirty: bool = True  # the folder may have changed since the last sync
+    synced_at: float = 0.0  # time.monotonic() of the last sync
+
+    def mark_dirty(self) -> None:
+        self.dirty = True
 
     # ------------------------------------------------------------------ numbers
     @property

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from mailappliance.protocol.imap import encode
 from mailappliance.protocol.imap.selected import SelectedFolder
@@ -27,6 +28,7 @@ log = logging.getLogger("mailappliance.imap")
 MAX_FOLDER_NAME = 255  # characters
 MAX_FOLDER_DEPTH = 20
 MAX_FOLDERS = 1000  # per account
+RESYNC_SECONDS = 5.0  # a selected folder is read again at least this often, watched or not
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
@@ -71,6 +73,7 @@ class ImapAccount:
         self.folders = backend.folders
         self.store = backend.messages
         self.messages = MessageCommands(self)
+        self._watched: Optional[SelectedFolder] = None
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, session: ImapSession, command: Command) -> Iterator[bytes]:
@@ -80,7 +83,18 @@ class ImapAccount:
         return method(session, command)
 
     def logout(self) -> None:
+        self._watch(None)
         self.backend.logged_out(self)
+
+    def _watch(self, view: Optional[SelectedFolder]) -> None:
+        """Have the folder watch mark ``view`` dirty when its folder changes."""
+        if view is self._watched:
+            return
+        if self._watched is not None:
+            self.backend.watch.remove(self._watched.folder_id, self._watched.mark_dirty)
+        self._watched = view
+        if view is not None:
+            self.backend.watch.add(view.folder_id, view.mark_dirty)
 
     def folder(self, name: str) -> dict:
         doc = self.folders.get(self.address, folder_key(name))
@@ -151,7 +165,18 @@ class ImapAccount:
         return set()
 
     def sync(self, view: SelectedFolder, expunge_allowed: bool) -> list[bytes]:
-        """Report what changed in the selected folder since the view was last brought up to date."""
+        """Report what changed in the selected folder since the view was last brought up to date.
+
+        The folder is read again only when the watch said it changed (at once for
+        this process, within a poll for others) or ``RESYNC_SECONDS`` have passed, so
+        most commands cost no extra round trip.
+        """
+        self._watch(view)
+        now = time.monotonic()
+        if not view.dirty and now - view.synced_at < RESYNC_SECONDS:
+            return view.release_expunges() if expunge_allowed else []
+        view.dirty = False  # before reading: a change signalled meanwhile marks it again
+        view.synced_at = now
         doc = self.folders.by_id(view.folder_id, {"uidnext": 1, "highestmodseq": 1, "pending": 1, "recent_uid": 1})
         if doc is None:
             raise Refused("The selected folder was deleted", "CLOSED")
