@@ -113,7 +113,7 @@ def envelope(msg: Message) -> dict:
         value = msg.get(name)
         return None if value is None else _raw(value).replace("\r\n", "").replace("\n", "")
 
-    return {
+    result: dict[str, Any] = {
         "date": header("Date"),
         "subject": header("Subject"),
         "from": _addresses(msg, "From"),
@@ -125,6 +125,42 @@ def envelope(msg: Message) -> dict:
         "in_reply_to": header("In-Reply-To"),
         "message_id": header("Message-ID"),
     }
+    groups = _groups(msg)
+    if groups:
+        result["groups"] = groups
+    return result
+
+
+_ADDRESS_FIELDS = {"from": "From", "sender": "Sender", "reply_to": "Reply-To", "to": "To", "cc": "Cc", "bcc": "Bcc"}
+
+
+def _groups(msg: Message) -> dict:
+    """Address fields that use RFC 5322 group syntax (``undisclosed-recipients:;``), as
+    IMAP address lists with the group start ``(NIL NIL name NIL)`` and end
+    ``(NIL NIL NIL NIL)`` markers of RFC 3501 §7.4.2. Only such fields are kept; the
+    flat lists beside them serve search and sort."""
+    found = {}
+    for key, name in _ADDRESS_FIELDS.items():
+        values = msg.get_all(name)
+        if not values or not any(":" in _raw(v) and ";" in _raw(v) for v in values):
+            continue
+        try:
+            header = policy.default.header_factory(name, ", ".join(_raw(v) for v in values))
+            groups = header.groups  # type: ignore[attr-defined]
+        except Exception:  # malformed: the flat list stands
+            continue
+        if not any(group.display_name is not None for group in groups):
+            continue
+        entries: list[list[Optional[str]]] = []
+        for group in groups:
+            if group.display_name is not None:
+                entries.append([None, None, group.display_name, None])
+            for address in group.addresses:
+                entries.append([address.display_name or None, None, address.username or None, address.domain or None])
+            if group.display_name is not None:
+                entries.append([None, None, None, None])
+        found[key] = entries
+    return found
 
 
 def message_ids(text: str) -> list[str]:

@@ -78,3 +78,24 @@ def test_single_part_fast_path_agrees_with_the_full_parse():
         assert fast.structure == mime.structure(full_msg), raw
         assert fast.attachments == mime._attachments(full_msg), raw
         assert fast.envelope == mime.envelope(full_msg), raw
+
+
+def test_group_syntax_is_kept_for_imap_envelope():
+    """RFC 3501 §7.4.2: a group is (NIL NIL name NIL) ... (NIL NIL NIL NIL)."""
+    from mailappliance.protocol.imap.bodystructure import envelope as render
+
+    raw = (b"From: Ann <ann@example.com>\r\nTo: undisclosed-recipients:;\r\n"
+           b"Cc: Team: bob@x.example, Carl <carl@y.example>;, dave@z.example\r\n\r\nbody\r\n")
+    env = summarize(raw).envelope
+    assert env["groups"]["to"] == [[None, None, "undisclosed-recipients", None], [None, None, None, None]]
+    assert "from" not in env["groups"]  # only fields that use groups are kept twice
+    rendered = render(env)
+    assert b'((NIL NIL "undisclosed-recipients" NIL)(NIL NIL NIL NIL))' in rendered
+    assert (b'((NIL NIL "Team" NIL)(NIL NIL "bob" "x.example")("Carl" NIL "carl" "y.example")'
+            b'(NIL NIL NIL NIL)(NIL NIL "dave" "z.example"))') in rendered
+    # The flat lists search and sort read are unchanged.
+    assert [a[2] for a in env["cc"]] == ["bob", "carl", "dave"]
+
+
+def test_no_groups_field_without_group_syntax():
+    assert "groups" not in summarize(b"From: a@b.example\r\nTo: x@y.example\r\n\r\nhi\r\n").envelope

@@ -128,14 +128,28 @@ def envelope(value: Any) -> bytes:
     """``envelope`` (RFC 3501 §7.4.2): sender and reply-to default to from; header text
     stays as written (encoded words are not decoded)."""
     env = value if isinstance(value, dict) else {}
+    groups = env.get("groups") or {}
     out = []
     for name in _ENVELOPE_FIELDS:
         if name in ("from", "sender", "reply_to", "to", "cc", "bcc"):
-            addresses = env.get(name) or (env.get("from") if name in ("sender", "reply_to") else None)
-            out.append(_address_list(addresses))
+            source = name if env.get(name) or name in groups or name not in ("sender", "reply_to") else "from"
+            if source in groups:
+                out.append(_group_list(groups[source]))
+                continue
+            out.append(_address_list(env.get(source)))
         else:
             out.append(nstring(env.get(name)))
     return b"(" + b" ".join(out) + b")"
+
+
+def _group_list(entries: Any) -> bytes:
+    """An address list kept with its group markers (RFC 3501 §7.4.2): NIL stays NIL."""
+    items = [
+        b"(%s %s %s %s)" % tuple(nstring(part) for part in entry)
+        for entry in entries or ()
+        if isinstance(entry, (list, tuple)) and len(entry) == 4
+    ]
+    return b"(" + b"".join(items) + b")" if items else NIL
 
 
 def _address_list(addresses: Optional[Iterable[Any]]) -> bytes:

@@ -196,7 +196,7 @@ def test_envelope_address_without_domain_is_not_a_group_marker():
     doc = stored(crlf("From: postmaster\nTo: undisclosed-recipients:;\nSubject:\n\nx\n"))
     assert envelope(doc["envelope"]) == (
         b'(NIL "" ((NIL NIL "postmaster" "")) ((NIL NIL "postmaster" "")) ((NIL NIL "postmaster" "")) '
-        b"NIL NIL NIL NIL NIL)"
+        b'((NIL NIL "undisclosed-recipients" NIL)(NIL NIL NIL NIL)) NIL NIL NIL NIL)'  # a group (RFC 3501 §7.4.2)
     )
 
 
