@@ -52,8 +52,8 @@ class BenchError(RuntimeError):
     """The benchmark cannot go on; the message says why."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -142,11 +142,12 @@ def tail(path: Path, lines: int = 30) -> str:
         return f"(cannot read {path}: {exc})"
 
 
-class Bench:
-    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
-        self.args = args
-        self.workdir = workdir
-        self.processes: list[subprocess.Popen] = []  # stopped in cleanup(), newest first
+class Processes:
+    """Every process a benchmark starts; ``cleanup`` stops them newest first, with their
+    children (also the benchmarks under ``imap/`` and ``outbound/``)."""
+
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen] = []
         self.orphans: list[int] = []  # grandchildren in their own session (the embedded database)
 
     def spawn(self, command: list[str], **kwargs) -> subprocess.Popen:
@@ -161,6 +162,14 @@ class Bench:
                 process.kill()
                 process.wait()
         kill_pids(self.orphans)
+        self.orphans.clear()
+
+
+class Bench(Processes):
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        super().__init__()
+        self.args = args
+        self.workdir = workdir
 
     def smtp_source(self, port: int) -> float:
         """Run smtp-source against ``port``; returns the elapsed wall-clock seconds."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the SMTP benchmark's helpers
 from smtp_ingest import (  # noqa: E402
-    API_KEY, BenchError, descendants, free_port, http, kill_pids, peak_rss_mib, stop, tail, wait_for_port,
+    API_KEY, BenchError, Processes, descendants, free_port, http, peak_rss_mib, stop, tail, wait_for_port,
 )
 
 from workload import PASSWORD, USER  # noqa: E402
@@ -29,27 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120.0  # appliance start-up (the embedded database, a TLS certificate)
 
 
-class Servers:
-    """Every process the benchmark starts, stopped newest first on cleanup."""
+class Servers(Processes):
+    """Every process the benchmark starts, stopped newest first on cleanup (also at exit)."""
 
     def __init__(self) -> None:
-        self.processes: list[subprocess.Popen] = []
-        self.orphans: list[int] = []  # grandchildren in their own session (the embedded database)
+        super().__init__()
         atexit.register(self.cleanup)
-
-    def spawn(self, command: list[str], **kwargs) -> subprocess.Popen:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, **kwargs)
-        self.processes.append(process)
-        return process
-
-    def cleanup(self) -> None:
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                kill_pids(descendants(process.pid))
-                process.kill()
-                process.wait()
-        kill_pids(self.orphans)
-        self.orphans.clear()
 
 
 class Appliance:

@@ -36,33 +36,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # the SMTP benchmark's process helpers
+from smtp_ingest import BenchError, Processes, free_port, wait_for_port  # noqa: E402
 
 SENDER, RECIPIENT = "sender@example.com", "rcpt@sink.test"
 DUE_AFTER = 8.0  # seconds between filling the queue and the messages falling due
 TIMEOUT = 900.0
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"{process.args[0]} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise BenchError(f"nothing listening on {port}")
 
 
 def message(size: int, n: int) -> bytes:
@@ -79,32 +58,17 @@ def message(size: int, n: int) -> bytes:
     return head + body
 
 
-class Bench:
+class Bench(Processes):
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        super().__init__()
         self.args = args
         self.workdir = workdir
-        self.processes: list[subprocess.Popen] = []
-
-    def spawn(self, command: list[str], **kwargs) -> subprocess.Popen:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, **kwargs)
-        self.processes.append(process)
-        return process
-
-    def cleanup(self) -> None:
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
 
     # ------------------------------------------------------------------ peers
     def sink(self) -> int:
         port = free_port()
         process = self.spawn(["smtp-sink", "-u", "nobody", f"127.0.0.1:{port}", "1024"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(port, process)
+        wait_for_port(port, process)
         return port
 
     def dnsmasq(self) -> int:
@@ -129,7 +93,7 @@ class Bench:
              "--storage-path", str(home / "data"), "--cache-size", "256M"],
             stdout=subprocess.DEVNULL, stderr=open(home / "db.log", "w"),
         )
-        wait_port(port, self.processes[-1], 60)
+        wait_for_port(port, self.processes[-1], 60)
         return f"mongodb://127.0.0.1:{port}/bench?directConnection=true&journal=true&retryWrites=false"
 
     # ------------------------------------------------------------------ runs
