@@ -290,3 +290,22 @@ def slow_answer(seconds: float, then: tuple[int, bytes]) -> Callable[[dict], tup
         return then
 
     return answer
+
+
+SENDER = "user@example.com"  # a local mailbox, so bounces come back as reports
+
+
+def outbound_appliance(appliance_factory, dns_servers, port: int, **overrides):
+    """An appliance delivering through ``dns_servers`` to SMTP peers on ``port``, with
+    short timeouts and a fast queue; SENDER exists as a mailbox."""
+    values = dict(
+        dns_servers=dns_servers,
+        outbound_smtp_port=port,
+        queue_poll_interval=0.05,
+        outbound_connect_timeout=2.0,
+        outbound_command_timeout=5.0,
+    )
+    values.update(overrides)
+    app = appliance_factory(**values)
+    app.admin.create(SENDER, "correct horse battery")
+    return app

@@ -15,11 +15,12 @@ import pytest
 
 from tests.conftest import have
 from tests.e2e.helpers import stored_messages, stored_raw, wait_for
-from tests.e2e.outbound_peers import PEER_ACCEPT, PEER_OTHER, Dnsmasq, HttpRecorder, SmtpPeer, shared_port, slow_answer
+from tests.e2e.outbound_peers import (
+    PEER_ACCEPT, PEER_OTHER, SENDER, Dnsmasq, HttpRecorder, SmtpPeer, outbound_appliance, shared_port, slow_answer,
+)
 
 pytestmark = pytest.mark.skipif(not have("dnsmasq"), reason="dnsmasq (dnsmasq-base) is not installed")
 
-SENDER = "user@example.com"
 FINAL = ("sent", "bounced", "partial")
 
 
@@ -42,19 +43,9 @@ def outbound(appliance_factory, dns, peer):
     """Start an appliance delivering through ``dns`` to ``peer``; SENDER is a local mailbox."""
 
     def start(**overrides):
-        values = dict(
-            dns_servers=dns.servers,
-            outbound_smtp_port=peer.port,
-            queue_poll_interval=0.05,
-            queue_retry_base=0.2,
-            queue_max_attempts=3,
-            outbound_connect_timeout=2.0,
-            outbound_command_timeout=5.0,
-        )
+        values: dict = dict(queue_retry_base=0.2, queue_max_attempts=3)
         values.update(overrides)
-        app = appliance_factory(**values)
-        app.admin.create(SENDER, "correct horse battery")
-        return app
+        return outbound_appliance(appliance_factory, dns.servers, peer.port, **values)
 
     return start
 

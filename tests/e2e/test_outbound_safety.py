@@ -11,11 +11,10 @@ from gevent.server import StreamServer
 
 from tests.conftest import free_port, have
 from tests.e2e.helpers import stored_messages, stored_raw, wait_for
-from tests.e2e.outbound_peers import PEER_ACCEPT, PEER_OTHER, Dnsmasq, SmtpPeer, shared_port
+from tests.e2e.outbound_peers import PEER_ACCEPT, PEER_OTHER, SENDER, Dnsmasq, SmtpPeer, outbound_appliance, shared_port
 
 pytestmark = pytest.mark.skipif(not have("dnsmasq"), reason="dnsmasq (dnsmasq-base) is not installed")
 
-SENDER = "user@example.com"
 FINAL = ("sent", "bounced", "partial")
 TWO_MX = (
     "mx-host=two.test,mx1.two.test,10\nmx-host=two.test,mx2.two.test,20\n"
@@ -107,19 +106,9 @@ def dns_two_mx():
 
 
 def start(appliance_factory, dns, port, **overrides):
-    values = dict(
-        dns_servers=dns.servers,
-        outbound_smtp_port=port,
-        queue_poll_interval=0.05,
-        queue_retry_base=60,
-        outbound_connect_timeout=2.0,
-        outbound_greeting_timeout=5.0,
-        outbound_command_timeout=5.0,
-    )
+    values: dict = dict(queue_retry_base=60, outbound_greeting_timeout=5.0)
     values.update(overrides)
-    app = appliance_factory(**values)
-    app.admin.create(SENDER, "correct horse battery")
-    return app
+    return outbound_appliance(appliance_factory, dns.servers, port, **values)
 
 
 def send(app, recipients, subject, sender=SENDER, port=None, options=()):
