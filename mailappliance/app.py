@@ -48,7 +48,7 @@ from mailappliance.storage.mailboxes import MailboxStore
 from mailappliance.storage.mongo import Collections, DatabaseUnavailable, open_database, ping, redact
 from mailappliance.storage.writer import DeliveryWriter
 from mailappliance.tls import TlsError, server_context
-from mailappliance.web import create_api_app, create_mailbox_app
+from mailappliance.web import ApiServices, create_api_app, create_mailbox_app
 
 log = logging.getLogger("mailappliance")
 
@@ -311,11 +311,21 @@ class Appliance:
             return "the outbound queue runner is not running"
         return ping(self.db)
 
+    def api_services(self) -> ApiServices:
+        return ApiServices(
+            api_key=self.api_key,
+            health=self.health_problem,
+            incoming=self.stores.incoming,
+            admin=self.admin,
+            outbound=self.outbound,
+            listener_stats=lambda: [server.stats.as_dict() for server in self.servers],
+        )
+
     def _start_http(self) -> None:
         s = self.settings
         apps = [
             ("mailbox-api", s.mailbox_api_port, create_mailbox_app(self.admin, self.api_key, self.health_problem)),
-            ("api", s.api_port, create_api_app(self.stores.incoming, self.api_key, self.health_problem, self.outbound)),
+            ("api", s.api_port, create_api_app(self.api_services())),
         ]
         access_log = logging.getLogger("mailappliance.http")
         for name, port, app in apps:

@@ -1,6 +1,7 @@
 """The two HTTP apps: the Mailbox API (``MAILBOX_API_PORT``) and the API (``API_PORT``)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from flask import Flask, jsonify
@@ -12,6 +13,22 @@ from mailappliance.web.api import incoming, mailboxes, outbound as outbound_api
 from mailappliance.web.app_factory import build_app
 
 HealthCheck = Callable[[], Optional[str]]  # None when healthy, else the reason
+# Per-port listener counters (``ServerStats.as_dict()``): live in the appliance's own
+# process, read from the database when the HTTP apps run under gunicorn.
+ListenerStats = Callable[[], list[dict]]
+
+
+@dataclass
+class ApiServices:
+    """What the API app (``API_PORT``) is built from; the appliance and the gunicorn
+    entry point (``mailappliance.wsgi``) fill it the same way."""
+
+    api_key: str
+    health: HealthCheck
+    incoming: IncomingStore
+    admin: MailboxAdmin
+    outbound: Optional[Outbound] = None
+    listener_stats: ListenerStats = field(default=lambda: [])
 
 
 def _health_route(app: Flask, check: HealthCheck) -> None:
@@ -34,13 +51,14 @@ def create_mailbox_app(admin: MailboxAdmin, api_key: str, health: HealthCheck) -
     return app
 
 
-def create_api_app(incoming_store: IncomingStore, api_key: str, health: HealthCheck, outbound: Optional[Outbound] = None) -> Flask:
+def create_api_app(services: ApiServices) -> Flask:
     app, api = build_app(
-        "queue_api", "mailappliance API", "Mail received over SMTP and LMTP. GET /health (no key) reports database reachability.", api_key
+        "queue_api", "mailappliance API", "Mail received over SMTP and LMTP. GET /health (no key) reports database reachability.",
+        services.api_key,
     )
-    api.add_namespace(incoming.namespace(incoming_store), path="/incoming-emails")
-    if outbound is not None:
-        api.add_namespace(outbound_api.queue_namespace(outbound), path="/queue")
-        api.add_namespace(outbound_api.ip_selection_namespace(outbound), path="/ip-selection")
-    _health_route(app, health)
+    api.add_namespace(incoming.namespace(services.incoming), path="/incoming-emails")
+    if services.outbound is not None:
+        api.add_namespace(outbound_api.queue_namespace(services.outbound), path="/queue")
+        api.add_namespace(outbound_api.ip_selection_namespace(services.outbound), path="/ip-selection")
+    _health_route(app, services.health)
     return app
