@@ -39,6 +39,7 @@ from mailappliance.services.imap.backend import ImapBackend
 from mailappliance.services.inbound import InboundService
 from mailappliance.services.mailbox_admin import MailboxAdmin
 from mailappliance.services.outbound_setup import Outbound, build_outbound
+from mailappliance.services.stats_publisher import StatsPublisher
 from mailappliance.settings import Settings, SettingsError
 from mailappliance.storage.blobs import BlobStore
 from mailappliance.storage.embedded import EmbeddedDatabase, EmbeddedDatabaseError
@@ -46,6 +47,7 @@ from mailappliance.storage.folders import FolderStore
 from mailappliance.storage.incoming import IncomingStore
 from mailappliance.storage.mailboxes import MailboxStore
 from mailappliance.storage.mongo import Collections, DatabaseUnavailable, open_database, ping, redact
+from mailappliance.storage.server_stats import ServerStatsStore
 from mailappliance.storage.writer import DeliveryWriter
 from mailappliance.tls import TlsError, server_context
 from mailappliance.web import ApiServices, create_api_app, create_mailbox_app
@@ -125,6 +127,7 @@ class Appliance:
         self.writer: Optional[DeliveryWriter] = None
         self.outbound: Optional[Outbound] = None
         self.imap: Optional[ImapBackend] = None
+        self.stats_publisher: Optional[StatsPublisher] = None
         self.api_key = ""
         self.api_key_path: Optional[Path] = None
         self.stopped = Event()
@@ -161,6 +164,9 @@ class Appliance:
         except OSError as exc:
             self.stop()
             raise StartupError(f"cannot listen: {exc.strerror or exc}") from None
+        # The listener counters, for HTTP apps served by other processes (mailappliance.wsgi).
+        self.stats_publisher = StatsPublisher(ServerStatsStore(stores.collections), self.listener_stats)
+        self.stats_publisher.start()
         self._write_ports()
         if self.api_key_path is not None:
             log.info("MAILBOX_API_KEY is unset or 'changeme': using the generated key in %s", self.api_key_path.resolve())
@@ -318,8 +324,11 @@ class Appliance:
             incoming=self.stores.incoming,
             admin=self.admin,
             outbound=self.outbound,
-            listener_stats=lambda: [server.stats.as_dict() for server in self.servers],
+            listener_stats=self.listener_stats,
         )
+
+    def listener_stats(self) -> list[dict]:
+        return [server.stats.as_dict() for server in self.servers]
 
     def _start_http(self) -> None:
         s = self.settings
@@ -343,15 +352,24 @@ class Appliance:
         return ports
 
     def _write_ports(self) -> None:
-        """``DATA_DIR/ports.json``: what is listening where (for scripts and tests)."""
+        """``DATA_DIR/ports.json``: what is listening where (for scripts and tests).
+
+        With the embedded database its loopback URL is there too (key ``database``), so
+        the HTTP apps served by gunicorn (``mailappliance.wsgi``) find the same database.
+        """
         path = self.settings.data_dir / "ports.json"
-        path.write_text(json.dumps({"pid": os.getpid(), **self.ports}, indent=2) + "\n")
+        content: dict[str, object] = {"pid": os.getpid(), **self.ports}
+        if self.embedded is not None:
+            content["database"] = self.embedded.url
+        path.write_text(json.dumps(content, indent=2) + "\n")
 
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
         s = self.settings
         log.info("shutting down: no new connections; waiting up to %.0f s for transactions", s.shutdown_timeout)
         stop_servers(self.servers, s.shutdown_timeout)
+        if self.stats_publisher is not None:
+            self.stats_publisher.stop()
         if self.imap is not None:
             self.imap.stop()
         for _, server in self.http:

@@ -2,8 +2,8 @@
 
 The only package that imports pymongo is ``storage``. Collection names are part of
 the contract with operators: ``mailboxes``, ``folders``, ``messages``,
-``incoming_emails``, ``emails`` (the outbound queue) and ``raw_messages`` (message
-bytes, see ``blobs.py``).
+``incoming_emails``, ``emails`` (the outbound queue), ``raw_messages`` (message
+bytes, see ``blobs.py``) and ``server_stats`` (listener counters, see ``server_stats.py``).
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ CONNECT_TIMEOUT_MS = 10_000
 # Expunge tombstones outlive any IMAP session that could still need them: a session
 # reads them within seconds, and an idle one is logged out after 30 minutes.
 TOMBSTONE_SECONDS = 24 * 3600
+# Listener counters of an appliance that died without a last word are removed after a day.
+SERVER_STATS_SECONDS = 24 * 3600
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -80,6 +82,11 @@ class Collections:
     def webhook_failures(self):
         return self.db["webhook_failures"]
 
+    @property
+    def server_stats(self):
+        """Per-listener counters each appliance process publishes (``server_stats.py``)."""
+        return self.db["server_stats"]
+
 
 INDEXES = {
     "mailboxes": [IndexModel([("domain", ASCENDING)])],
@@ -102,6 +109,7 @@ INDEXES = {
         IndexModel([("created_at", DESCENDING)]),
     ],
     # raw_messages needs only its _id index ("<blob>/<n>").
+    "server_stats": [IndexModel([("updated_at", ASCENDING)], expireAfterSeconds=SERVER_STATS_SECONDS)],
 }
 
 
