@@ -11,7 +11,6 @@ import json
 import logging
 import re
 import os
-import secrets
 import signal
 import sys
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from gevent.pywsgi import WSGIServer
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from mailappliance.api_key import WEAK_API_KEYS, resolve_api_key  # noqa: F401 (re-exported)
 from mailappliance.protocol.imap.session import ImapConfig, ImapSession
 from mailappliance.protocol.imap.grammar import parse_command
 from mailappliance.protocol.lmtp import LmtpSession
@@ -54,7 +54,6 @@ from mailappliance.web import ApiServices, create_api_app, create_mailbox_app
 
 log = logging.getLogger("mailappliance")
 
-WEAK_API_KEYS = {"", "changeme"}
 _API_KEY_IN_QUERY = re.compile(r"([?&]api_key=)[^&\s\"]*")
 
 
@@ -78,22 +77,6 @@ def setup_logging(settings: Settings) -> None:
         force=True,
     )
     logging.getLogger("pymongo").setLevel(max(level, logging.WARNING))
-
-
-def resolve_api_key(settings: Settings) -> tuple[str, Optional[Path]]:
-    """The configured key, or a random one kept in ``DATA_DIR/api-key`` (never a guessable one)."""
-    if settings.mailbox_api_key not in WEAK_API_KEYS:
-        return settings.mailbox_api_key, None
-    path = settings.data_dir / "api-key"
-    if path.exists():
-        key = path.read_text().strip()
-        if len(key) >= 16:
-            return key, path
-    key = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(key + "\n")
-    return key, path
 
 
 @dataclass
