@@ -189,6 +189,8 @@ def parse_mailbox_item(item: Any, where: str) -> Mailbox:
         if not isinstance(name, str) or not isinstance(text, str):
             raise ComposeError(f"{where}: name and address must be strings", where)
     elif isinstance(item, str):
+        if _CONTROL.search(item):
+            raise ComposeError(f"{where}: control characters (CR, LF, ...) are not allowed in addresses or names", where)
         match = _NAME_AND_ADDRESS.match(item)
         name, text = (match.group(1), match.group(2)) if match else ("", item)
         if len(name) >= 2 and name[0] == name[-1] == '"':
