@@ -39,6 +39,7 @@ from mailappliance.services.imap.backend import ImapBackend
 from mailappliance.services.inbound import InboundService
 from mailappliance.services.mailbox_admin import MailboxAdmin
 from mailappliance.services.outbound_setup import Outbound, build_outbound
+from mailappliance.services.sending import MessageSender
 from mailappliance.settings import Settings, SettingsError
 from mailappliance.storage.blobs import BlobStore
 from mailappliance.storage.embedded import EmbeddedDatabase, EmbeddedDatabaseError
@@ -319,6 +320,7 @@ class Appliance:
             admin=self.admin,
             outbound=self.outbound,
             listener_stats=lambda: [server.stats.as_dict() for server in self.servers],
+            sender=MessageSender(self.inbound, self.settings.hostname, self.settings.max_email_size, self.settings.max_recipients),
         )
 
     def _start_http(self) -> None:
