@@ -39,6 +39,7 @@ from mailappliance.services.imap.backend import ImapBackend
 from mailappliance.services.inbound import InboundService
 from mailappliance.services.mailbox_admin import MailboxAdmin
 from mailappliance.services.outbound_setup import Outbound, build_outbound
+from mailappliance.services.sending import MessageSender
 from mailappliance.services.stats_publisher import StatsPublisher
 from mailappliance.settings import Settings, SettingsError
 from mailappliance.storage.blobs import BlobStore
@@ -308,6 +309,7 @@ class Appliance:
             admin=self.admin,
             outbound=self.outbound,
             listener_stats=self.listener_stats,
+            sender=MessageSender(self.inbound, self.settings.hostname, self.settings.max_email_size, self.settings.max_recipients),
         )
 
     def listener_stats(self) -> list[dict]:

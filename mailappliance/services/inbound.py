@@ -28,6 +28,11 @@ from mailappliance.storage.writer import DeliveryWriter, MessageUnstorable, Writ
 
 log = logging.getLogger("mailappliance.delivery")
 
+# ``Transaction.role`` of a message submitted with ``POST /api/send``, and the ``source``
+# its incoming_emails and emails documents record.
+ROLE_API = "api"
+SOURCE_API = "api"
+
 try:
     from pymongo.errors import PyMongoError
 except ImportError:  # pragma: no cover
@@ -44,6 +49,22 @@ class LocalRecipient(Recipient):
 
     def would_overflow(self, size: int) -> bool:
         return bool(self.quota) and self.used + size > self.quota
+
+
+@dataclass
+class Delivery:
+    """The replies for one transaction and, when anything was stored, the write request
+    (its ``messages``, ``outgoing`` and ``incoming`` documents, and ``dropped`` mailboxes)."""
+
+    replies: list[Reply]
+    request: Optional[WriteRequest] = None
+
+
+def _source(transaction: Transaction) -> str:
+    """``incoming_emails.source``: how the message came in."""
+    if transaction.role == ROLE_API:
+        return SOURCE_API
+    return "lmtp" if transaction.protocol.startswith("LMTP") else "smtp"
 
 
 class InboundService:
@@ -97,6 +118,10 @@ class InboundService:
         return S.RELAY_DENIED
 
     def deliver(self, transaction: Transaction, per_recipient: bool) -> list[Reply]:
+        return self.store(transaction, per_recipient).replies
+
+    def store(self, transaction: Transaction, per_recipient: bool) -> Delivery:
+        """:meth:`deliver`, also returning what was written (``POST /api/send`` reports it)."""
         started = time.monotonic()
         envelope = transaction.envelope
         recipients = envelope.recipients
@@ -112,11 +137,11 @@ class InboundService:
         if not per_recipient and any(verdicts):
             refused = next(v for v in verdicts if v is not None)
             self._log(transaction, "refused", refused, started)
-            return [refused]
+            return Delivery([refused])
         accepted = [r for r, v in zip(recipients, verdicts) if v is None]
         if not accepted:
             self._log(transaction, "refused", verdicts[0], started)
-            return [v for v in verdicts if v is not None]
+            return Delivery([v for v in verdicts if v is not None])
 
         summary = summarize(transaction.message)
         request = self._build_request(transaction, accepted, local_raw, relay_raw, summary)
@@ -126,22 +151,22 @@ class InboundService:
         except MessageUnstorable as exc:
             log.warning("%s: refused: %s", transaction.queue_id, exc)
             self._log(transaction, "refused", S.UNSTORABLE, started)
-            return [S.UNSTORABLE] * (len(recipients) if per_recipient else 1)
+            return Delivery([S.UNSTORABLE] * (len(recipients) if per_recipient else 1))
         except (WriteFailed, PyMongoError) as exc:
             log.error("%s: storing failed: %s", transaction.queue_id, exc)
             self._log(transaction, "deferred", S.STORAGE_FAILED, started)
-            return [S.STORAGE_FAILED] * (len(recipients) if per_recipient else 1)
+            return Delivery([S.STORAGE_FAILED] * (len(recipients) if per_recipient else 1))
 
         stored_local = len(request.messages)
         self._log(transaction, "stored", None, started, local=stored_local, relayed=sum(1 for r in accepted if not r.is_local))
         if not per_recipient:
-            return [S.queued(transaction.queue_id)]
+            return Delivery([S.queued(transaction.queue_id)], request)
         replies = []
         for rcpt, verdict in zip(recipients, verdicts):
             if verdict is None and rcpt.mailbox in request.dropped:
                 verdict = S.NO_SUCH_USER  # deleted between RCPT and the end of DATA
             replies.append(verdict if verdict is not None else S.delivered(rcpt.address, transaction.queue_id))
-        return replies
+        return Delivery(replies, request)
 
     # ------------------------------------------------------------------ documents
     def _build_request(
@@ -198,7 +223,7 @@ class InboundService:
                 "next_attempt_at": when,
                 "created_at": when,
                 "updated_at": when,
-                "source": transaction.protocol.lower(),
+                "source": SOURCE_API if transaction.role == ROLE_API else transaction.protocol.lower(),
                 "authenticated_as": transaction.authenticated_as,
                 "client_ip": transaction.peer.ip,
                 "incoming_id": ObjectId(queue_id),
@@ -211,7 +236,7 @@ class InboundService:
             "recipients": [r.address for r in accepted],
             "local_recipients": [r.mailbox for r in local],
             "relayed_recipients": [r.address for r in relayed],
-            "source": "lmtp" if transaction.protocol.startswith("LMTP") else "smtp",
+            "source": _source(transaction),
             "role": transaction.role,
             "protocol": transaction.protocol,
             "helo": envelope.helo,

@@ -8,8 +8,10 @@ from flask import Flask, jsonify
 
 from mailappliance.services.mailbox_admin import MailboxAdmin
 from mailappliance.services.outbound_setup import Outbound
+from mailappliance.services.sending import MessageSender
 from mailappliance.storage.incoming import IncomingStore
 from mailappliance.web.api import incoming, mailboxes, outbound as outbound_api
+from mailappliance.web.api import send as send_api
 from mailappliance.web.app_factory import build_app
 
 HealthCheck = Callable[[], Optional[str]]  # None when healthy, else the reason
@@ -29,6 +31,7 @@ class ApiServices:
     admin: MailboxAdmin
     outbound: Optional[Outbound] = None
     listener_stats: ListenerStats = field(default=lambda: [])
+    sender: Optional[MessageSender] = None  # POST /api/send; without it the route answers 503
 
 
 def _health_route(app: Flask, check: HealthCheck) -> None:
@@ -57,6 +60,7 @@ def create_api_app(services: ApiServices) -> Flask:
         services.api_key,
     )
     api.add_namespace(incoming.namespace(services.incoming), path="/incoming-emails")
+    api.add_namespace(send_api.namespace(services.sender), path="/send")
     if services.outbound is not None:
         api.add_namespace(outbound_api.queue_namespace(services.outbound), path="/queue")
         api.add_namespace(outbound_api.ip_selection_namespace(services.outbound), path="/ip-selection")

@@ -9,7 +9,7 @@ from mailappliance.web.pagination import page_and_limit, paging_parser
 
 
 def namespace(store: IncomingStore) -> Namespace:
-    ns = Namespace("incoming-emails", description="Mail received over SMTP and LMTP (newest first)")
+    ns = Namespace("incoming-emails", description="Mail received over SMTP and LMTP or sent with POST /api/send (newest first)")
     attachment = ns.model(
         "Attachment", {"filename": fields.String, "contentType": fields.String, "size": fields.Integer}
     )
@@ -22,8 +22,8 @@ def namespace(store: IncomingStore) -> Namespace:
             "recipients": fields.List(fields.String),
             "local_recipients": fields.List(fields.String),
             "relayed_recipients": fields.List(fields.String),
-            "source": fields.String(enum=["smtp", "lmtp"]),
-            "role": fields.String(enum=["mx", "submission", "submissions", "lmtp"], description="the port role that received it"),
+            "source": fields.String(enum=["smtp", "lmtp", "api"], description="api: POST /api/send"),
+            "role": fields.String(enum=["mx", "submission", "submissions", "lmtp", "api"], description="the port role that received it (api: POST /api/send)"),
             "protocol": fields.String(example="ESMTPS"),
             "helo": fields.String,
             "remote_address": fields.String,
@@ -52,8 +52,8 @@ def namespace(store: IncomingStore) -> Namespace:
     )
     message = ns.model("IncomingMessage", {"message": fields.String})
     paging = paging_parser(ns, default_limit=50)
-    paging.add_argument("source", type=str, choices=("smtp", "lmtp"), location="args")
-    paging.add_argument("role", type=str, choices=("mx", "submission", "submissions", "lmtp"), location="args")
+    paging.add_argument("source", type=str, choices=("smtp", "lmtp", "api"), location="args")
+    paging.add_argument("role", type=str, choices=("mx", "submission", "submissions", "lmtp", "api"), location="args")
 
     @ns.route("")
     class IncomingCollection(Resource):
