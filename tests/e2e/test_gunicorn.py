@@ -187,6 +187,10 @@ def test_gunicorn_serves_both_apps_for_the_running_appliance(deployment, tmp_pat
     assert status == 200 and stats["queue"]["total"] == 0
     assert stats["runner"]["inFlight"] == 0  # a runner object, never started in gunicorn
 
+    # POST /api/send needs the appliance's delivery writer: not offered by gunicorn.
+    status, body = http(api_port, "/api/send", method="POST", body={"from": "a@example.com", "to": "b@example.com", "subject": "x", "text": "x"})
+    assert status == 503 and "not available" in body["message"]
+
     # A mailbox created through gunicorn's Mailbox API logs in on the appliance's listeners.
     status, created = http(mailbox_port, "/api/mailboxes", method="POST", body={"username": "user@example.com", "password": PASSWORD})
     assert status == 201, created
