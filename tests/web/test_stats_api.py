@@ -4,6 +4,7 @@ import smtplib
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from bson import ObjectId
 
 from tests.conftest import PASSWORD
 from tests.e2e.helpers import wait_for
@@ -30,10 +31,8 @@ def test_email_stats_counts_the_queue_records_and_the_last_hour(queue):
 def test_email_stats_leave_out_older_than_a_day_and_count_them_in_totals(queue):
     c = queue.stores.collections
     old = c.incoming.find_one()
-    from bson import ObjectId
-
-    day_ago = ObjectId.from_datetime(datetime.now(timezone.utc) - timedelta(hours=25))
-    c.incoming.insert_one({**old, "_id": day_ago})
+    day_ago = datetime.now(timezone.utc) - timedelta(hours=25)
+    c.incoming.insert_one({**old, "_id": ObjectId.from_datetime(day_ago), "received_at": day_ago})
     stats = call(queue, "/api/email-stats")[1]
     assert stats["records"]["incoming"] == 6 and stats["last_24h"]["received"] == 5
     assert sum(m["received"] for m in stats["per_minute"]) == 5
