@@ -95,3 +95,12 @@ def test_mailbox_api_also_on_the_api_port(appliance):
     assert call(appliance, "/api/email-stats", key=None)[0] == 401
     # The same namespace on the Mailbox API port still works.
     assert call(appliance, "/api/mailboxes", port="mailbox-api")[0] == 200
+
+
+@pytest.mark.parametrize(
+    "body", [[1, 2], {"from": "a@example.com", "to": True}, {"from": "a@example.com", "to": ["b@x.test"], "domain": {}}]
+)
+def test_ip_selection_probe_rejects_malformed_bodies(appliance, body):
+    """Found by schemathesis: a list body or ``"to": true`` was a 500."""
+    status, answer, _ = call(appliance, "/api/ip-selection/test", "POST", body=body)
+    assert status == 400 and answer["message"]
