@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask_restx import Namespace, Resource, fields
 
 from mailappliance.storage.incoming import IncomingStore, parse_id
+from mailappliance.web.schema import NBoolean, NInteger, NString
 from mailappliance.web.serialize import jsonable
 from mailappliance.web.pagination import page_and_limit, paging_parser
 
@@ -11,7 +12,7 @@ from mailappliance.web.pagination import page_and_limit, paging_parser
 def namespace(store: IncomingStore) -> Namespace:
     ns = Namespace("incoming-emails", description="Mail received over SMTP and LMTP or sent with POST /api/send (newest first)")
     attachment = ns.model(
-        "Attachment", {"filename": fields.String, "contentType": fields.String, "size": fields.Integer}
+        "Attachment", {"filename": NString, "contentType": fields.String, "size": fields.Integer}
     )
     incoming = ns.model(
         "IncomingEmail",
@@ -25,15 +26,15 @@ def namespace(store: IncomingStore) -> Namespace:
             "source": fields.String(enum=["smtp", "lmtp", "api"], description="api: POST /api/send"),
             "role": fields.String(enum=["mx", "submission", "submissions", "lmtp", "api"], description="the port role that received it (api: POST /api/send)"),
             "protocol": fields.String(example="ESMTPS"),
-            "helo": fields.String,
-            "remote_address": fields.String,
-            "remote_port": fields.Integer,
-            "local_port": fields.Integer,
-            "tls": fields.Boolean,
-            "authenticated_as": fields.String,
-            "message_id": fields.String,
-            "subject": fields.String,
-            "from_header": fields.String,
+            "helo": NString,
+            "remote_address": NString,
+            "remote_port": NInteger,
+            "local_port": NInteger,
+            "tls": NBoolean,
+            "authenticated_as": NString(description="null unless the client authenticated"),
+            "message_id": NString,
+            "subject": NString,
+            "from_header": NString,
             "size": fields.Integer,
             "attachments": fields.List(fields.Nested(attachment)),
             "received_at": fields.String(description="ISO 8601"),

@@ -91,12 +91,14 @@ def namespace(admin: MailboxAdmin) -> Namespace:
     @ns.param("address", "the mailbox address")
     class MailboxItem(Resource):
         @ns.response(200, "Found", mailbox)
+        @ns.response(400, "Not an address", message)
         @ns.response(404, "No such mailbox", message)
         def get(self, address):
             """Show one mailbox."""
             return run(admin.get, address)
 
         @ns.response(200, "Deleted", message)
+        @ns.response(400, "Not an address", message)
         @ns.response(404, "No such mailbox", message)
         def delete(self, address):
             """Delete a mailbox with all its folders and messages."""

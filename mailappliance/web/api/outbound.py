@@ -5,6 +5,7 @@ from flask import request
 from flask_restx import Namespace, Resource, fields
 
 from mailappliance.services.outbound_setup import Outbound
+from mailappliance.web.schema import NString
 
 
 def queue_namespace(outbound: Outbound) -> Namespace:
@@ -34,7 +35,7 @@ def ip_selection_namespace(outbound: Outbound) -> Namespace:
     answer = ns.model(
         "IpSelection",
         {
-            "ip": fields.String(description="null: the default route"),
+            "ip": NString(description="null: the default route"),
             "source": fields.String(enum=["api", "cache", "fallback", "default", "disabled"]),
             "reason": fields.String,
         },
@@ -59,14 +60,25 @@ def ip_selection_namespace(outbound: Outbound) -> Namespace:
         @ns.response(400, "Bad request")
         def post(self):
             """Ask the IP selection API what it would choose for a message."""
-            body = request.get_json(silent=True) or {}
+            body = request.get_json(silent=True)
+            if not isinstance(body, dict):
+                ns.abort(400, "send a JSON object (Content-Type: application/json)")
             recipients = body.get("to") or []
             if isinstance(recipients, str):
                 recipients = [recipients]
             sender = body.get("from")
-            if not isinstance(sender, str) or not recipients or not all(isinstance(r, str) for r in recipients):
+            if (
+                not isinstance(sender, str)
+                or not isinstance(recipients, list)
+                or not recipients
+                or not all(isinstance(r, str) and r for r in recipients)
+            ):
                 ns.abort(400, 'give "from" (an address) and "to" (a list of addresses)')
-            domain = body.get("domain") or recipients[0].rsplit("@", 1)[-1]
-            return service.select(str(body.get("emailId") or "test"), sender, recipients, domain, use_cache=False).as_dict()
+            domain = body.get("domain")
+            email_id = body.get("emailId")
+            if domain is not None and not isinstance(domain, str) or email_id is not None and not isinstance(email_id, str):
+                ns.abort(400, '"domain" and "emailId" are strings')
+            domain = domain or recipients[0].rsplit("@", 1)[-1]
+            return service.select(email_id or "test", sender, recipients, domain, use_cache=False).as_dict()
 
     return ns
