@@ -9,6 +9,7 @@ from flask import Flask, jsonify
 from mailappliance.services.mailbox_admin import MailboxAdmin
 from mailappliance.services.outbound_setup import Outbound
 from mailappliance.storage.incoming import IncomingStore
+from mailappliance.web import dashboard
 from mailappliance.web.api import incoming, mailboxes, outbound as outbound_api
 from mailappliance.web.app_factory import build_app
 
@@ -61,4 +62,5 @@ def create_api_app(services: ApiServices) -> Flask:
         api.add_namespace(outbound_api.queue_namespace(services.outbound), path="/queue")
         api.add_namespace(outbound_api.ip_selection_namespace(services.outbound), path="/ip-selection")
     _health_route(app, services.health)
+    app.register_blueprint(dashboard.blueprint())
     return app
