@@ -180,6 +180,7 @@
           ? `Wrong API key: the appliance answered ${error.message}`
           : `Could not sign in: ${error.message}`;
         notice($("signin-error"), text, "error");
+        $("api-key").select();
         return;
       }
       // Any other answer means the key was accepted; that panel reports its own problem.
