@@ -43,7 +43,7 @@ def test_the_api_still_wants_the_key_and_unknown_paths_stay_json_404(http):
 
 def test_nothing_is_fetched_from_elsewhere_and_data_never_becomes_markup():
     files = {path.name: path.read_text() for path in Path(STATIC_DIR).iterdir()}
-    assert sorted(files) == ["app.js", "index.html", "style.css"]
+    assert sorted(files) == ["app.js", "favicon.svg", "index.html", "style.css"]
     for name, text in files.items():
         outside = [url for url in re.findall(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}[^\s\"')]*", text) if "www.w3.org/2000/svg" not in url]
         assert outside == [], f"{name} refers to {outside}"

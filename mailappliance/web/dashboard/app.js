@@ -302,29 +302,31 @@
     const day = stats.last_24h || {};
     $("record-counts").replaceChildren(
       ...RECORDS.map(([key, label]) => countTile(`records-${key}`, label, records[key])),
-      ...SERIES.map(({ key }) => countTile(`day-${key}`, `${key} 24 h`, day[key])),
+      ...SERIES.map(({ key }) => countTile(`day-${key}`, `${key}, 24 h`, day[key])),
     );
     renderChart(Array.isArray(stats.per_minute) ? stats.per_minute : []);
   }
 
-  function niceCeiling(value) {
-    if (value <= 4) return 4;
-    const magnitude = 10 ** Math.floor(Math.log10(value));
-    for (const step of [1, 2, 2.5, 5, 10]) {
-      if (step * magnitude >= value) return step * magnitude;
+  /** A round grid step (1, 2 or 5 times a power of ten) giving at most five whole-number rows. */
+  function gridStep(peak) {
+    for (let magnitude = 1; ; magnitude *= 10) {
+      for (const step of [1, 2, 5]) {
+        if (step * magnitude * 5 >= peak) return step * magnitude;
+      }
     }
-    return 10 * magnitude;
   }
 
   /** A line chart of the per-minute series, drawn as SVG (oldest minute on the left). */
   function renderChart(minutes) {
     const width = 720;
     const height = 220;
-    const pad = { left: 40, right: 12, top: 12, bottom: 28 };
+    const pad = { left: 40, right: 24, top: 12, bottom: 28 };
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
     const peak = Math.max(0, ...minutes.flatMap((m) => SERIES.map(({ key }) => Number(m[key]) || 0)));
-    const top = niceCeiling(peak);
+    const step = gridStep(peak);
+    const rowsCount = Math.max(1, Math.ceil(peak / step));
+    const top = step * rowsCount;
     const n = Math.max(minutes.length, 2);
     const x = (i) => pad.left + (plotW * i) / (n - 1);
     const y = (v) => pad.top + plotH - (plotH * v) / top;
@@ -339,12 +341,10 @@
     chart.append(svg("title", { id: "throughput-svg-title" },
       `Per minute over the last ${minutes.length} minutes: ${SERIES.map(({ key, label }) => `${label.toLowerCase()} ${totals[key]}`).join(", ")}`));
 
-    for (let i = 0; i <= 4; i++) {
-      const value = (top * i) / 4;
-      const gy = y(value);
+    for (let i = 0; i <= rowsCount; i++) {
+      const gy = y(step * i);
       chart.append(svg("line", { x1: pad.left, x2: width - pad.right, y1: gy, y2: gy, class: i === 0 ? "axis" : "grid" }));
-      chart.append(svg("text", { x: pad.left - 6, y: gy + 4, class: "tick", "text-anchor": "end" },
-        Number.isInteger(value) ? String(value) : value.toFixed(1)));
+      chart.append(svg("text", { x: pad.left - 6, y: gy + 4, class: "tick", "text-anchor": "end" }, String(step * i)));
     }
     minutes.forEach((minute, i) => {
       if ((minutes.length - 1 - i) % 10 !== 0) return;
@@ -424,11 +424,17 @@
         el("span", { class: "meta" }, `${r.code || ""} via ${r.mx_host || dash}${r.tls ? " (TLS)" : ""} \u00b7 from ${r.from || "<>"}`))));
   }
 
+  /** "550 5.1.1 no such user", not "550 550 5.1.1 ...": the code only when the text lacks it. */
+  function withCode(code, text) {
+    const reply = text ? String(text) : "";
+    return code && !reply.includes(String(code)) ? `${code} ${reply}`.trim() : reply;
+  }
+
   function renderBounces(data) {
     feed("latest-bounces", data.emails, "No bounces.", (r) =>
       el("li", { "data-testid": "bounce-item", "data-email-id": r.email_id || "" }, openable(r.email_id,
         el("span", { class: "line" }, el("strong", {}, r.recipient || dash), el("span", { class: "time" }, when(r.bounced_at))),
-        el("span", { class: "meta" }, badge(r.bounce_type), ` ${r.code || ""} ${clip(r.reason || r.response || "", 120)}`))));
+        el("span", { class: "meta" }, badge(r.bounce_type), ` ${clip(withCode(r.code, r.reason || r.response), 120)}`))));
   }
 
   function renderIncoming(data) {
