@@ -3,7 +3,7 @@
 The appliance gets real traffic first (mail delivered over SMTP to a local mailbox, one
 outbound message delivered and one bounced with 550 by an SMTP peer on loopback, reached
 as the smarthost so no DNS is needed), then the browser signs in, shows the numbers the API
-reports, retries the bounced message and creates a mailbox. A screenshot is kept at
+reports, retries the bounced message, creates a mailbox, changes its password and deletes it. A screenshot is kept at
 ``$DASHBOARD_SCREENSHOT`` (or under the test's tmp dir); its path is printed.
 
 The runner is paused after the two deliveries, so the retried message stays visibly queued.
@@ -12,6 +12,7 @@ the flags keep Chromium off the network, which is closed here.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -148,6 +149,18 @@ def until(driver, condition, what: str, timeout: float = WAIT):
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d), message=what)
 
 
+def full_page_png(driver) -> bytes:
+    """The whole document, not only the window (Chrome DevTools ``Page.captureScreenshot``)."""
+    driver.execute_script("window.scrollTo(0, 0)")
+    width, height = driver.execute_script(
+        "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+    })
+    return base64.b64decode(shot["data"])
+
+
 def number(text: str) -> int:
     return int(text.replace(",", ""))
 
@@ -231,6 +244,8 @@ def test_dashboard_in_chromium(appliance_factory, peer, browser, tmp_path):
         expected = {str(p["port"]) for p in api.get(f"/api/{protocol}/stats")["ports"]}
         shown = {r.get_attribute("data-port") for r in driver.find_elements("css selector", f"[data-testid=listener-row][data-protocol={protocol}]")}
         assert shown == expected, protocol
+    smtps = driver.find_element("css selector", f"[data-testid=listener-row][data-port='{app.ports['smtps']}']")
+    assert smtps.find_elements("tag name", "td")[3].text == "implicit"
     until(driver, lambda d: "friend@accept.test" in text_of(d, "latest-deliveries"), "the delivery in the feed")
     until(driver, lambda d: "nouser@accept.test" in text_of(d, "latest-bounces"), "the bounce in the feed")
     until(driver, lambda d: all(s in text_of(d, "latest-incoming") for s in inbound_subjects), "the incoming mail in the feed")
@@ -253,6 +268,8 @@ def test_dashboard_in_chromium(appliance_factory, peer, browser, tmp_path):
     assert "550 5.1.1" in history and PEER_ACCEPT in history, history
     assert "Subject" in driver.find_element("id", "message-headers").text
     assert "Outbound test body for nouser@accept.test." in text_of(driver, "message-text")
+    attempts = api.get(f"/api/emails/{bounced_id}")["history"]
+    assert len(driver.find_elements("css selector", "#message-history tbody tr")) == len(attempts) >= 1
 
     # Retry: the page shows it queued, and so do the API and the database.
     driver.find_element("id", "message-retry").click()
@@ -274,13 +291,37 @@ def test_dashboard_in_chromium(appliance_factory, peer, browser, tmp_path):
     assert status == 200 and created["username"] == "newbox@example.com"
     assert app.admin.get("newbox@example.com")["username"] == "newbox@example.com"
 
-    # The screenshot: the whole page (window as tall as the document).
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1400, min(max(height, 1000), 6000))
-    until(driver, lambda d: d.execute_script("return document.readyState") == "complete", "layout")
+    # Change its password from the form (the API then takes the new one as the old), delete it.
+    new_password = "another battery staple"
+    driver.find_element("id", "passwd-username").send_keys("newbox@example.com")
+    driver.find_element("id", "passwd-old").send_keys(PASSWORD)
+    driver.find_element("id", "passwd-new").send_keys(new_password)
+    driver.find_element("id", "mailbox-password-submit").click()
+    until(driver, lambda d: "Password of newbox@example.com changed" in text_of(d, "mailbox-result"), "password changed")
+    body = {"oldPassword": new_password, "newPassword": new_password}
+    assert api.call("/api/mailboxes/newbox@example.com/change-password", "POST", body)[0] == 200
+    driver.find_element("css selector", "[data-testid=mailbox-row][data-username='newbox@example.com'] [data-testid=mailbox-delete]").click()
+    driver.switch_to.alert.accept()
+    until(driver, lambda d: not d.find_elements("css selector", "[data-testid=mailbox-row][data-username='newbox@example.com']"),
+          "the mailbox gone from the list")
+    assert api.call("/api/mailboxes/newbox@example.com")[0] == 404
+    driver.find_element("id", "new-username").send_keys("kept@example.com")
+    driver.find_element("id", "new-password").send_keys(PASSWORD)
+    driver.find_element("id", "mailbox-create-submit").click()
+    until(driver, lambda d: d.find_elements("css selector", "[data-testid=mailbox-row][data-username='kept@example.com']"),
+          "a second mailbox listed")
+
+    # Every status again: the table lists what the API lists.
+    Select(driver.find_element("id", "emails-status")).select_by_value("")
+    listed = {e["id"]: e["status"] for e in api.get("/api/emails?limit=25")["emails"]}
+    assert listed == {bounced_id: "queued", str(outbound_final(app, "Delivered outbound")["_id"]): "sent"}
+    until(driver, lambda d: {r.get_attribute("data-id"): r.get_attribute("data-status")
+                             for r in d.find_elements("css selector", "[data-testid=email-row]")} == listed, "all messages listed")
+
+    # The screenshot: the whole page, message view open.
     screenshot = Path(os.environ.get("DASHBOARD_SCREENSHOT") or tmp_path / "dashboard.png")
     screenshot.parent.mkdir(parents=True, exist_ok=True)
-    assert driver.save_screenshot(str(screenshot))
+    screenshot.write_bytes(full_page_png(driver))
     assert screenshot.stat().st_size > 10_000
     print(f"\ndashboard screenshot: {screenshot}")
 

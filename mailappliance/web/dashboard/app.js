@@ -373,6 +373,14 @@
 
   // ---------------------------------------------------------------- connections
 
+  /** ServerStats.tls: "implicit" (TLS from the first byte), "starttls" or "none". */
+  function tlsMode(value) {
+    if (value === "starttls") return "STARTTLS";
+    if (value === "implicit") return "implicit";
+    if (value === true) return "yes";
+    return dash;
+  }
+
   function renderConnections(answers) {
     const rows = [];
     for (const answer of answers) {
@@ -383,7 +391,7 @@
           el("td", {}, protocol.toUpperCase()),
           el("td", {}, port.name || dash),
           el("td", { class: "num" }, port.port === undefined ? dash : String(port.port)),
-          el("td", {}, port.tls ? "implicit" : "\u2014"),
+          el("td", {}, tlsMode(port.tls)),
           ...["current_connections", "total_connections", "rejected_connections", "messages_accepted", "messages_rejected"]
             .map((field) => el("td", { class: "num" }, count(port[field]))),
           el("td", { class: "num" }, bytes(port.bytes_received)),
