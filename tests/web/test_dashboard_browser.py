@@ -140,13 +140,32 @@ def outbound_final(app, subject: str) -> dict:
 
 
 def text_of(driver, element_id: str) -> str:
-    return driver.find_element("id", element_id).text.strip()
+    """The element's rendered text, read in one script call (the page redraws every 2 s)."""
+    text = driver.execute_script("const e = document.getElementById(arguments[0]); return e ? e.innerText : null", element_id)
+    return "" if text is None else text.strip()  # not drawn yet
+
+
+def attributes(driver, selector: str, name: str) -> list[str]:
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.getAttribute(arguments[1]))", selector, name)
 
 
 def until(driver, condition, what: str, timeout: float = WAIT):
+    """Wait for ``condition``; an element redrawn under our feet is tried again."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d), message=what)
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,))
+    return wait.until(lambda d: condition(d), message=what)
+
+
+def click(driver, selector: str) -> None:
+    """Click what ``selector`` finds, again if a redraw replaced it in between."""
+    def done(d) -> bool:
+        d.find_element("css selector", selector).click()
+        return True
+
+    until(driver, done, f"click {selector}")
 
 
 def full_page_png(driver) -> bytes:
@@ -238,14 +257,14 @@ def test_dashboard_in_chromium(appliance_factory, peer, browser, tmp_path):
     # Connections per protocol and port, the latest deliveries, bounces and incoming mail.
     smtp_ports = {str(p["port"]) for p in api.get("/api/smtp/stats")["ports"]}
     assert str(app.ports["smtp"]) in smtp_ports
-    until(driver, lambda d: {r.get_attribute("data-port") for r in d.find_elements("css selector", "[data-testid=listener-row][data-protocol=smtp]")}
-          == smtp_ports, "one row per SMTP port")
+    until(driver, lambda d: set(attributes(d, "[data-testid=listener-row][data-protocol=smtp]", "data-port")) == smtp_ports,
+          "one row per SMTP port")
     for protocol in ("imap", "lmtp"):
         expected = {str(p["port"]) for p in api.get(f"/api/{protocol}/stats")["ports"]}
-        shown = {r.get_attribute("data-port") for r in driver.find_elements("css selector", f"[data-testid=listener-row][data-protocol={protocol}]")}
-        assert shown == expected, protocol
-    smtps = driver.find_element("css selector", f"[data-testid=listener-row][data-port='{app.ports['smtps']}']")
-    assert smtps.find_elements("tag name", "td")[3].text == "implicit"
+        assert set(attributes(driver, f"[data-testid=listener-row][data-protocol={protocol}]", "data-port")) == expected, protocol
+    smtps_tls = driver.execute_script("return document.querySelector(arguments[0]).cells[3].textContent",
+                                      f"[data-testid=listener-row][data-port='{app.ports['smtps']}']")
+    assert smtps_tls == "implicit"
     until(driver, lambda d: "friend@accept.test" in text_of(d, "latest-deliveries"), "the delivery in the feed")
     until(driver, lambda d: "nouser@accept.test" in text_of(d, "latest-bounces"), "the bounce in the feed")
     until(driver, lambda d: all(s in text_of(d, "latest-incoming") for s in inbound_subjects), "the incoming mail in the feed")
@@ -255,9 +274,8 @@ def test_dashboard_in_chromium(appliance_factory, peer, browser, tmp_path):
 
     Select(driver.find_element("id", "emails-status")).select_by_value("bounced")
     row_selector = f"[data-testid=email-row][data-id='{bounced_id}']"
-    until(driver, lambda d: [r.get_attribute("data-status") for r in d.find_elements("css selector", "[data-testid=email-row]")] == ["bounced"],
-          "only the bounced message listed")
-    driver.find_element("css selector", f"{row_selector} [data-testid=email-view]").click()
+    until(driver, lambda d: attributes(d, "[data-testid=email-row]", "data-status") == ["bounced"], "only the bounced message listed")
+    click(driver, f"{row_selector} [data-testid=email-view]")
     until(driver, lambda d: d.find_element("id", "message-view").is_displayed()
           and d.find_element("id", "message-view").get_attribute("data-id") == bounced_id, "the message view")
     until(driver, lambda d: text_of(d, "message-status") == "bounced", "status bounced in the message view")
@@ -300,7 +318,7 @@ def test_dashboard_in_chromium(appliance_factory, peer, browser, tmp_path):
     until(driver, lambda d: "Password of newbox@example.com changed" in text_of(d, "mailbox-result"), "password changed")
     body = {"oldPassword": new_password, "newPassword": new_password}
     assert api.call("/api/mailboxes/newbox@example.com/change-password", "POST", body)[0] == 200
-    driver.find_element("css selector", "[data-testid=mailbox-row][data-username='newbox@example.com'] [data-testid=mailbox-delete]").click()
+    click(driver, "[data-testid=mailbox-row][data-username='newbox@example.com'] [data-testid=mailbox-delete]")
     driver.switch_to.alert.accept()
     until(driver, lambda d: not d.find_elements("css selector", "[data-testid=mailbox-row][data-username='newbox@example.com']"),
           "the mailbox gone from the list")
@@ -315,8 +333,8 @@ def test_dashboard_in_chromium(appliance_factory, peer, browser, tmp_path):
     Select(driver.find_element("id", "emails-status")).select_by_value("")
     listed = {e["id"]: e["status"] for e in api.get("/api/emails?limit=25")["emails"]}
     assert listed == {bounced_id: "queued", str(outbound_final(app, "Delivered outbound")["_id"]): "sent"}
-    until(driver, lambda d: {r.get_attribute("data-id"): r.get_attribute("data-status")
-                             for r in d.find_elements("css selector", "[data-testid=email-row]")} == listed, "all messages listed")
+    until(driver, lambda d: dict(zip(attributes(d, "[data-testid=email-row]", "data-id"),
+                                     attributes(d, "[data-testid=email-row]", "data-status"))) == listed, "all messages listed")
 
     # The screenshot: the whole page, message view open.
     screenshot = Path(os.environ.get("DASHBOARD_SCREENSHOT") or tmp_path / "dashboard.png")

@@ -75,7 +75,8 @@
 
   /** True (and remembered) when ``data`` differs from what ``panel`` was last drawn from. */
   function changed(panel, data) {
-    const json = JSON.stringify(data);
+    // generated_at alone changing is no reason to redraw (and lose the focus on a tile).
+    const json = JSON.stringify(data, (key, value) => (key === "generated_at" ? undefined : value));
     if (state.rendered.get(panel) === json) return false;
     state.rendered.set(panel, json);
     return true;
@@ -277,8 +278,14 @@
     state.pollToken = token;
     clearTimeout(state.timer);
     await refresh();
-    if (state.key && state.pollToken === token) state.timer = setTimeout(poll, POLL_MS);
+    if (state.key && state.pollToken === token && !document.hidden) state.timer = setTimeout(poll, POLL_MS);
   }
+
+  // A hidden tab stops asking; it refreshes at once when shown again.
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) clearTimeout(state.timer);
+    else if (state.key) poll();
+  });
 
   // ---------------------------------------------------------------- stats and chart
 
