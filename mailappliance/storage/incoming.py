@@ -21,10 +21,13 @@ class IncomingStore:
         self.c = collections
 
     def page(self, page: int, limit: int, filters: Optional[dict] = None) -> tuple[list[dict], int]:
-        """Newest first (by ``_id``, made at receipt); ``total`` is exact when filtered."""
+        """Newest first, read by windows of the ``received_at`` index (``newest_first``:
+        a sort with a limit reads every match on the embedded server); ``total`` is exact
+        when filtered."""
+        from mailappliance.storage.outbound_records import newest_first
+
         query = filters or {}
-        cursor = self.c.incoming.find(query).sort("_id", -1).skip((page - 1) * limit).limit(limit)
-        items = list(cursor)
+        items = newest_first(self.c.incoming, query, "received_at", (page - 1) * limit, limit)
         total = self.c.incoming.count_documents(query) if query else self.c.incoming.estimated_document_count()
         return items, total
 

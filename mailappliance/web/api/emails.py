@@ -189,6 +189,7 @@ def namespace(records: OutboundRecords, queue: OutboundQueue) -> Namespace:
             """Delete the message and release its stored bytes (after the attempt in progress, if any)."""
             oid = parse_id(email_id)
             result = queue.delete(oid) if oid else "not found"
+            records.changed()
             if result not in DELETE_ANSWERS:
                 ns.abort(404, f"no queued email {email_id}")
             code, text = DELETE_ANSWERS[result]
@@ -204,6 +205,7 @@ def namespace(records: OutboundRecords, queue: OutboundQueue) -> Namespace:
             """Queue again every recipient not yet delivered, with a fresh budget of attempts."""
             oid = parse_id(email_id)
             result = queue.retry(oid) if oid else "not found"
+            records.changed()
             if result not in RETRY_ANSWERS:
                 ns.abort(404, f"no queued email {email_id}")
             code, text = RETRY_ANSWERS[result]
