@@ -11,6 +11,7 @@ from mailappliance.services.outbound_setup import Outbound
 from mailappliance.services.sending import MessageSender
 from mailappliance.storage.incoming import IncomingStore
 from mailappliance.storage.outbound_records import OutboundRecords
+from mailappliance.web import dashboard
 from mailappliance.web.api import emails, incoming, mailboxes, outbound as outbound_api, outcomes, send as send_api, stats
 from mailappliance.web.app_factory import build_app
 
@@ -75,4 +76,5 @@ def create_api_app(services: ApiServices) -> Flask:
         api.add_namespace(listeners, path="/" + listeners.name)
     api.add_namespace(mailboxes.namespace(services.admin), path="/mailboxes")
     _health_route(app, services.health)
+    app.register_blueprint(dashboard.blueprint())
     return app
