@@ -221,7 +221,7 @@ def structure(msg: Message, depth: int = 0) -> dict:
     return node
 
 
-def _attachments(msg: Message) -> list[dict]:
+def attachments(msg: Message) -> list[dict]:
     found = []
     for part in msg.walk():
         if part.is_multipart():
@@ -260,7 +260,7 @@ def _single_part(raw: bytes) -> Optional[Message]:
     return msg
 
 
-def _too_complex(raw: bytes) -> Optional[str]:
+def too_complex(raw: bytes) -> Optional[str]:
     header_end = raw.find(b"\r\n\r\n")
     header = raw if header_end < 0 else raw[:header_end]
     if header.count(b"\n") > MAX_HEADER_LINES:
@@ -287,7 +287,7 @@ def _opaque(raw: bytes, reason: str) -> MessageSummary:
 
 def summarize(raw: bytes) -> MessageSummary:
     """Parse ``raw`` once; never raises, and never spends unbounded time on hostile mail."""
-    reason = _too_complex(raw)
+    reason = too_complex(raw)
     if reason is not None:
         return _opaque(raw, reason)
     try:
@@ -299,7 +299,7 @@ def summarize(raw: bytes) -> MessageSummary:
             to=[addr for _, addr in getaddresses([_raw(v) for v in msg.get_all("To") or []]) if addr],
             date=_raw(msg.get("Date")).strip(),
             references=message_ids(_raw(msg.get("References"))),
-            attachments=_attachments(msg),
+            attachments=attachments(msg),
             envelope=envelope(msg),
             structure=structure(msg),
             defects=sum(len(part.defects) for part in msg.walk()),

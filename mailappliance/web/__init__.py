@@ -9,7 +9,8 @@ from flask import Flask, jsonify
 from mailappliance.services.mailbox_admin import MailboxAdmin
 from mailappliance.services.outbound_setup import Outbound
 from mailappliance.storage.incoming import IncomingStore
-from mailappliance.web.api import incoming, mailboxes, outbound as outbound_api
+from mailappliance.storage.outbound_records import OutboundRecords
+from mailappliance.web.api import emails, incoming, mailboxes, outbound as outbound_api, outcomes, stats
 from mailappliance.web.app_factory import build_app
 
 HealthCheck = Callable[[], Optional[str]]  # None when healthy, else the reason
@@ -53,12 +54,22 @@ def create_mailbox_app(admin: MailboxAdmin, api_key: str, health: HealthCheck) -
 
 def create_api_app(services: ApiServices) -> Flask:
     app, api = build_app(
-        "queue_api", "mailappliance API", "Mail received over SMTP and LMTP. GET /health (no key) reports database reachability.",
+        "queue_api", "mailappliance API",
+        "Mail received and queued, delivery records, statistics, mailboxes. GET /health (no key) reports database reachability.",
         services.api_key,
     )
     api.add_namespace(incoming.namespace(services.incoming), path="/incoming-emails")
     if services.outbound is not None:
+        queue = services.outbound.queue
+        records = OutboundRecords(queue.c, queue.blobs)
         api.add_namespace(outbound_api.queue_namespace(services.outbound), path="/queue")
+        api.add_namespace(emails.namespace(records, queue), path="/emails")
+        api.add_namespace(outcomes.successful_namespace(records), path="/successful-emails")
+        api.add_namespace(outcomes.bounced_namespace(records), path="/bounced-emails")
+        api.add_namespace(stats.email_stats_namespace(records), path="/email-stats")
         api.add_namespace(outbound_api.ip_selection_namespace(services.outbound), path="/ip-selection")
+    for listeners in stats.listener_namespaces(services.listener_stats):
+        api.add_namespace(listeners, path="/" + listeners.name)
+    api.add_namespace(mailboxes.namespace(services.admin), path="/mailboxes")
     _health_route(app, services.health)
     return app

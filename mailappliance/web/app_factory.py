@@ -7,6 +7,7 @@ from flask import Blueprint, Flask, jsonify, redirect
 from flask_restx import Api
 from werkzeug.exceptions import HTTPException
 
+from mailappliance.storage.queue import QueueStoreError
 from mailappliance.web.auth import AUTHORIZATIONS, key_is_valid
 
 log = logging.getLogger("mailappliance.web")
@@ -43,6 +44,9 @@ def build_app(name: str, title: str, description: str, api_key: str) -> tuple[Fl
     def unexpected(error):  # pragma: no cover - exercised by fault tests
         if isinstance(error, HTTPException):
             return {"message": error.description}, error.code
+        if isinstance(error, QueueStoreError):
+            log.warning("database error in %s: %s", title, error)
+            return {"message": "the database is unavailable; try again"}, 503
         log.exception("unexpected error in %s", title)
         return {"message": "internal error; see the appliance log"}, 500
 

@@ -1,10 +1,14 @@
-"""Page/limit query parameters shared by every list endpoint."""
+"""Query parameters shared by the list endpoints: page/limit, date-times."""
 from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Optional
 
 from flask_restx import Namespace
 from flask_restx.reqparse import RequestParser
 
 PAGE_LIMIT_MAX = 500
+PAGE_MAX = 1_000_000  # (page - 1) * limit stays a 64-bit skip
 
 
 def whole_number(value: str) -> int:
@@ -20,9 +24,19 @@ def whole_number(value: str) -> int:
 whole_number.__schema__ = {"type": "integer", "minimum": 1}  # type: ignore[attr-defined]
 
 
+def page_number(value: str) -> int:
+    number = whole_number(value)
+    if number > PAGE_MAX:
+        raise ValueError(f"must be at most {PAGE_MAX}")
+    return number
+
+
+page_number.__schema__ = {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}  # type: ignore[attr-defined]
+
+
 def paging_parser(ns: Namespace, default_limit: int) -> RequestParser:
     parser = ns.parser()
-    parser.add_argument("page", type=whole_number, default=1, location="args", help="1 is the first page")
+    parser.add_argument("page", type=page_number, default=1, location="args", help="1 is the first page")
     parser.add_argument(
         "limit", type=whole_number, default=default_limit, location="args", help=f"items per page, at most {PAGE_LIMIT_MAX}"
     )
@@ -34,3 +48,29 @@ def page_and_limit(args: dict, default_limit: int) -> tuple[int, int]:
     page = max(1, args.get("page") or 1)
     limit = min(max(1, args.get("limit") or default_limit), PAGE_LIMIT_MAX)
     return page, limit
+
+
+def iso_datetime(value: str) -> datetime:
+    """An ISO 8601 / RFC 3339 date-time (``Z`` or an offset; none means UTC) or a date."""
+    text = str(value).strip()
+    try:
+        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+    except ValueError:
+        raise ValueError(f"must be an ISO 8601 date-time like 2024-05-01T12:00:00Z, not {text[:40]!r}") from None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it
+        return (datetime.min if parsed.year == 1 else datetime.max).replace(tzinfo=timezone.utc)
+
+
+iso_datetime.__schema__ = {"type": "string", "format": "date-time"}  # type: ignore[attr-defined]
+
+
+def date_range(args: dict) -> tuple[Optional[datetime], Optional[datetime]]:
+    """``since`` and ``until`` from parsed arguments; ValueError when since is after until."""
+    since, until = args.get("since"), args.get("until")
+    if since is not None and until is not None and since > until:
+        raise ValueError("since is later than until")
+    return since, until

@@ -76,7 +76,7 @@ def test_single_part_fast_path_agrees_with_the_full_parse():
         fast = summarize(raw)
         full_msg = mime._PARSER.parsebytes(raw)
         assert fast.structure == mime.structure(full_msg), raw
-        assert fast.attachments == mime._attachments(full_msg), raw
+        assert fast.attachments == mime.attachments(full_msg), raw
         assert fast.envelope == mime.envelope(full_msg), raw
 
 
