@@ -184,7 +184,7 @@ def clip(text: Any, width: int) -> str:
 
 
 def when(value: Any) -> str:
-    """ISO 8601 as ``YYYY-MM-DD HH:MM:SS`` (UTC as the API gives it); '-' when absent."""
+    """ISO 8601 as ``YYYY-MM-DD HH:MM:SS`` (the API's times are UTC); '-' when absent."""
     if not value:
         return "-"
     text = str(value).replace("T", " ")
@@ -310,7 +310,7 @@ def queue_list(ctx: Context) -> int:
         ]
         for e in emails
     ]
-    ctx.out(table(rows, ["ID", "STATUS", "ATTEMPTS", "FROM", "TO", "SUBJECT", "NEXT ATTEMPT"]))
+    ctx.out(table(rows, ["ID", "STATUS", "ATTEMPTS", "FROM", "TO", "SUBJECT", "NEXT ATTEMPT (UTC)"]))
     total = answer.get("total", len(emails))
     ctx.out(f"{len(emails)} of {total} (page {answer.get('page', a.page)} of {max(answer.get('pages', 1), 1)})")
     return OK
@@ -341,14 +341,16 @@ def queue_show(ctx: Context) -> int:
 def describe_email(e: dict) -> list[str]:
     """A readable page for one queued message: summary, recipients, attempts, message."""
     fields = [
-        ("id", e.get("id")), ("queue id", e.get("queue_id")), ("status", f"{e.get('status')} ({e.get('attempts', 0)} attempts)"),
+        ("id", e.get("id")), ("queue id", e.get("queue_id")), ("status", f"{e.get('status')} ({_count(e.get('attempts', 0), 'attempt')})"),
         ("from", e.get("from") or "<>"), ("to", ", ".join(_recipients(e))), ("subject", e.get("subject")),
         ("message-id", e.get("message_id")), ("size", human_bytes(e.get("size"))), ("source", e.get("source")),
         ("created", when(e.get("created_at"))), ("updated", when(e.get("updated_at"))),
-        ("last attempt", when(e.get("last_attempt_at"))), ("next attempt", when(e.get("next_attempt_at"))),
+        ("last attempt", when(e.get("last_attempt_at"))),
+        ("next attempt", when(e.get("next_attempt_at")) if e.get("status") in ("queued", "deferred") else None),
         ("last error", e.get("last_error")),
     ]
     lines = [f"{name + ':':14}{value}" for name, value in fields if value not in (None, "", "-")]
+    lines.append("(times in UTC)")
     recipients = [r for r in e.get("recipients") or [] if isinstance(r, dict)]
     if recipients:
         lines += ["", "Recipients:"]
@@ -378,6 +380,10 @@ def describe_email(e: dict) -> list[str]:
             if len(body) > 20:
                 lines.append(f"  … {len(body) - 20} more lines (queue show --raw)")
     return lines
+
+
+def _count(n: Any, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _reply_text(reply: Any) -> str:

@@ -1,10 +1,16 @@
 """``python -m mailappliance mailbox|queue ...`` as a process against a live appliance."""
 import json
+import re
+import smtplib
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, have
 from tests.e2e.cli_helpers import imap_login, run_cli, tool_env
+from tests.e2e.helpers import wait_for
+from tests.e2e.outbound_peers import PEER_ACCEPT, SENDER, Dnsmasq, SmtpPeer, outbound_appliance, shared_port
 
 PASSWORD = "first password 1"
 NEW_PASSWORD = "second password 2"
@@ -119,3 +125,93 @@ def test_usage_errors_exit_2(appliance):
     assert run_cli(appliance, "mailbox", "add", "x@example.com", "--quota", "-1", "--password-stdin", input=PASSWORD + "\n").returncode == 2
     no_key = run_cli(appliance, "mailbox", "list", env=tool_env(appliance, MAILBOX_API_KEY=None))
     assert no_key.returncode == 2 and "no API key" in no_key.stderr
+
+
+# ---------------------------------------------------------------------------- queue
+@pytest.fixture(scope="module")
+def dns():
+    if not have("dnsmasq"):
+        pytest.skip("dnsmasq (dnsmasq-base) is not installed")
+    server = Dnsmasq()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def delivered(appliance_factory, dns):
+    """An appliance that has delivered one message, bounced one and deferred one (for an hour)
+    through real MX lookups to a real SMTP peer: {"sent": doc, "bounced": doc, "deferred": doc}."""
+    peer = SmtpPeer([PEER_ACCEPT], shared_port([PEER_ACCEPT]))
+    app = outbound_appliance(appliance_factory, dns.servers, peer.port, queue_retry_base=3600.0, queue_max_attempts=0)
+    docs = {}
+    for status, rcpt in (("sent", "ok@accept.test"), ("bounced", "nouser@accept.test"), ("deferred", "defer@accept.test")):
+        subject = f"cli {status}"
+        message = f"From: <{SENDER}>\r\nTo: <{rcpt}>\r\nSubject: {subject}\r\n\r\nBody of {status}.\r\n"
+        with smtplib.SMTP("127.0.0.1", app.ports["smtp"]) as client:
+            client.sendmail(SENDER, [rcpt], message.encode())
+        docs[status] = wait_for(lambda: app.stores.collections.outgoing.find_one({"subject": subject, "status": status}), timeout=20)
+    yield app, docs
+    peer.stop()
+
+
+def test_queue_list_show_retry_delete(delivered):
+    app, docs = delivered
+    ids = {status: str(doc["_id"]) for status, doc in docs.items()}
+    listed = run_cli(app, "queue", "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["ID", "STATUS", "ATTEMPTS", "FROM", "TO", "SUBJECT", "NEXT", "ATTEMPT", "(UTC)"]
+    rows = {line.split()[0]: line.split() for line in lines[1:-1]}
+    assert rows[ids["deferred"]][:7] == [ids["deferred"], "deferred", "1", SENDER, "defer@accept.test", "cli", "deferred"]
+    assert rows[ids["bounced"]][:7] == [ids["bounced"], "bounced", "1", SENDER, "nouser@accept.test", "cli", "bounced"]
+    assert rows[ids["bounced"]][-1] == "-" and rows[ids["deferred"]][-1] != "-", "next attempt only while waiting"
+    assert [line.split()[0] for line in lines[1:-1]] == [ids["deferred"], ids["bounced"], ids["sent"]], "newest first"
+    assert lines[-1] == "3 of 3 (page 1 of 1)"
+    bounced_only = json.loads(run_cli(app, "queue", "list", "--status", "bounced", "--json").stdout)
+    assert [e["id"] for e in bounced_only["emails"]] == [ids["bounced"]] and bounced_only["total"] == 1
+    assert run_cli(app, "queue", "list", "--recipient", "ok@accept", "--json").stdout.count('"id"') == 1
+
+    shown = run_cli(app, "queue", "show", ids["bounced"])
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    assert f"id:           {ids['bounced']}" in text and "status:       bounced (1 attempt)" in text
+    assert re.search(r"nouser@accept\.test\s+bounced\s+1\s+550\s+.*no such user", text)
+    assert "Attempts (1):" in text and "mx.accept.test" in text
+    assert "Text:\n  Body of bounced." in text
+    detail = json.loads(run_cli(app, "queue", "show", ids["bounced"], "--json").stdout)
+    assert detail["bounced"][0]["bounce_type"] == "hard" and len(detail["history"]) == 1
+    raw = subprocess_bytes(app, "queue", "show", ids["sent"], "--raw")
+    assert b"Subject: cli sent\r\n" in raw and raw.endswith(b"Body of sent.\r\n")
+
+    retried = run_cli(app, "queue", "retry", ids["bounced"])
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.startswith(f"{ids['bounced']}: queued — ")
+    # A fresh budget of attempts; the history keeps the first one.
+    again = wait_for(lambda: app.stores.collections.outgoing.find_one({"_id": docs["bounced"]["_id"], "status": "bounced", "history.1": {"$exists": True}}), timeout=20)
+    assert (again["attempts"], again["recipients"][0]["code"]) == (1, 550), "delivered (and refused) once more"
+    assert "Attempts (2):" in run_cli(app, "queue", "show", ids["bounced"]).stdout
+    nothing = run_cli(app, "queue", "retry", ids["sent"])
+    assert nothing.returncode == 1
+    assert nothing.stderr.strip() == f"mailappliance: POST /api/emails/{ids['sent']}/retry: 409 every recipient was delivered; nothing to retry"
+
+    deleted = run_cli(app, "queue", "delete", ids["deferred"])
+    assert (deleted.returncode, deleted.stdout.split(" — ")[0]) == (0, f"{ids['deferred']}: deleted"), deleted.stderr
+    assert app.stores.collections.outgoing.find_one({"_id": docs["deferred"]["_id"]}) is None
+    gone = run_cli(app, "queue", "show", ids["deferred"])
+    assert gone.returncode == 1 and gone.stderr.strip() == f"mailappliance: GET /api/emails/{ids['deferred']}: 404 no queued email {ids['deferred']}"
+    assert run_cli(app, "queue", "delete", ids["deferred"]).returncode == 1
+    assert run_cli(app, "queue", "show", "not-an-id").returncode == 1
+
+
+def test_queue_with_the_mailbox_api_off_uses_api_port(appliance_factory):
+    app = appliance_factory(mailbox_api_port=0)
+    added = run_cli(app, "mailbox", "add", "zoe@example.com", "--password-stdin", input=PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    empty = run_cli(app, "queue", "list")
+    assert (empty.returncode, empty.stdout.splitlines()[-1]) == (0, "0 of 0 (page 1 of 1)")
+
+
+def subprocess_bytes(app, *args: str) -> bytes:
+    out = subprocess.run([sys.executable, "-m", "mailappliance", *args], env=tool_env(app), capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
