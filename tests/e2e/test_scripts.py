@@ -62,6 +62,9 @@ def test_ports_off_is_not_a_failure_and_a_dead_port_is(appliance_factory):
     assert table[("imap", "plain")] == (str(dead), "FAIL", "connection refused")
     assert table[("imaps", "tls")][1] == "OK"
     assert out.stderr.strip() == f"test-ports: 2 probe(s) failed: imap:{dead}"
+    verified = rows(run_script(app, "test-ports", "--verify").stdout)
+    assert verified[("imaps", "tls")][1:] == ("FAIL", "TLS: CERTIFICATE_VERIFY_FAILED"), "--verify refuses the self-signed certificate"
+    assert verified[("smtp", "plain")][1] == "OK"
     as_json = json.loads(run_script(app, "test-ports", "--json").stdout)
     assert {(c["listener"], c["result"]) for c in as_json if c["result"] != "OK"} == {("smtps", "off"), ("lmtps", "off")}
 
