@@ -28,7 +28,6 @@ from mailappliance.tools.endpoints import (
     Endpoints,
     Unreachable,
     api_key,
-    load_settings,
 )
 
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
