@@ -62,3 +62,10 @@ def on_starting(server):
     except DeploymentError as exc:
         # gunicorn prints a RuntimeError raised here as one "Error: ..." line and exits 1.
         raise RuntimeError(f"mailappliance: cannot serve: {exc}") from None
+
+
+def worker_exit(server, worker):
+    """Drain the worker's delivery writer (``POST /api/send``) before it exits."""
+    from mailappliance.wsgi import shutdown
+
+    shutdown()

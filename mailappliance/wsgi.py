@@ -5,7 +5,7 @@
 
 ``api_app`` (what the appliance serves on ``API_PORT``) and ``mailbox_app`` (the Mailbox
 API of ``MAILBOX_API_PORT``) are Flask apps built from ``Settings.from_env()`` with no
-mail listener, no queue runner and no delivery writer: those run once, in the appliance
+mail listener and no queue runner: those run once, in the appliance
 (``python -m mailappliance``, started with ``API_PORT=0 MAILBOX_API_PORT=0`` so that
 gunicorn owns the HTTP ports). The queue API works on the shared database (the
 ``Outbound`` object is built but its runner is never started), and the listener
@@ -20,6 +20,12 @@ Database: ``MONGODB_URL``; when it is unset or ``embedded``, the embedded databa
 the running appliance, whose loopback URL the appliance writes to
 ``DATA_DIR/ports.json`` (key ``database``). Restart the workers when the appliance
 restarts: its embedded database gets a new port.
+
+``POST /api/send`` works here too: each worker runs its own group-commit delivery writer
+(the same one the appliance runs; its UID reservations are compare-and-swap on the
+folder document, safe across processes), started with the apps and drained by
+:func:`shutdown` from gunicorn's ``worker_exit`` hook. The appliance's queue runner
+delivers what it queues; IMAP sessions see the new mail within a second (the watch).
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ if TYPE_CHECKING:  # heavy imports happen in build(), inside the worker
     from flask import Flask
     from pymongo import MongoClient
 
+    from mailappliance.storage.writer import DeliveryWriter
     from mailappliance.web import ApiServices
 
 LOOPBACK_PREFIX = "mongodb://127.0.0.1:"
@@ -101,17 +108,27 @@ class HttpApps:
     mailbox_app: "Flask"
     services: "ApiServices"
     client: "MongoClient"
+    writer: "DeliveryWriter"
+
+    def close(self) -> None:
+        """Drain the writer (answered sends are stored), then close the client."""
+        self.writer.stop()
+        self.client.close()
 
 
 def build(settings: Optional[Settings] = None) -> HttpApps:
-    """Both apps over one pymongo client; nothing that listens, delivers or writes mail."""
+    """Both apps over one pymongo client, and a delivery writer for ``POST /api/send``;
+    nothing that listens or delivers to other servers."""
     from mailappliance.app import Stores, setup_logging
     from mailappliance.services.auth import Authenticator
     from mailappliance.services.domains import LocalDomains
+    from mailappliance.services.inbound import InboundService
     from mailappliance.services.mailbox_admin import MailboxAdmin
     from mailappliance.services.outbound_setup import build_outbound
+    from mailappliance.services.sending import MessageSender
     from mailappliance.storage.mongo import Collections, DatabaseUnavailable, open_database, ping
     from mailappliance.storage.server_stats import FRESH_WITHIN, ServerStatsError, ServerStatsStore
+    from mailappliance.storage.writer import DeliveryWriter
     from mailappliance.web import ApiServices, create_api_app, create_mailbox_app
 
     settings = settings or load_settings()
@@ -130,11 +147,17 @@ def build(settings: Optional[Settings] = None) -> HttpApps:
     domains = LocalDomains(settings.allowed_domains, stores.mailboxes.domains)
     authenticator = Authenticator(stores.mailboxes.get)
     admin = MailboxAdmin(stores.mailboxes, domains, authenticator, settings.mailbox_quota)
+    writer = DeliveryWriter(stores.collections, stores.folders)
+    writer.start()
+    inbound = InboundService(stores.mailboxes, domains, authenticator, writer, settings.mailbox_quota)
+    sender = MessageSender(inbound, settings.hostname, settings.max_email_size, settings.max_recipients)
     # Queue stats, retry, delete and the IP-selection API; the runner is never started here.
     outbound = build_outbound(settings, stores.collections, stores.blobs, stores.mailboxes, writer=None)
     server_stats = ServerStatsStore(stores.collections)
 
     def health() -> Optional[str]:
+        if not writer.alive:
+            return "the delivery writer is not running"
         return ping(db)
 
     def listener_stats() -> list[dict]:
@@ -150,8 +173,9 @@ def build(settings: Optional[Settings] = None) -> HttpApps:
         admin=admin,
         outbound=outbound,
         listener_stats=listener_stats,
+        sender=sender,
     )
-    return HttpApps(create_api_app(services), create_mailbox_app(admin, api_key, health), services, client)
+    return HttpApps(create_api_app(services), create_mailbox_app(admin, api_key, health), services, client, writer)
 
 
 _apps: Optional[HttpApps] = None
@@ -165,6 +189,14 @@ def apps() -> HttpApps:
         _apps = build()
         _apps_pid = os.getpid()
     return _apps
+
+
+def shutdown() -> None:
+    """gunicorn's ``worker_exit``: drain this worker's writer and close its client."""
+    global _apps
+    if _apps is not None and _apps_pid == os.getpid():
+        _apps.close()
+        _apps = None
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: ``mailappliance.wsgi:api_app`` builds lazily

@@ -187,10 +187,6 @@ def test_gunicorn_serves_both_apps_for_the_running_appliance(deployment, tmp_pat
     assert status == 200 and stats["queue"]["total"] == 0
     assert stats["runner"]["inFlight"] == 0  # a runner object, never started in gunicorn
 
-    # POST /api/send needs the appliance's delivery writer: not offered by gunicorn.
-    status, body = http(api_port, "/api/send", method="POST", body={"from": "a@example.com", "to": "b@example.com", "subject": "x", "text": "x"})
-    assert status == 503 and "not available" in body["message"]
-
     # A mailbox created through gunicorn's Mailbox API logs in on the appliance's listeners.
     status, created = http(mailbox_port, "/api/mailboxes", method="POST", body={"username": "user@example.com", "password": PASSWORD})
     assert status == 201, created
@@ -205,6 +201,16 @@ def test_gunicorn_serves_both_apps_for_the_running_appliance(deployment, tmp_pat
         assert imap.login("user@example.com", PASSWORD)[0] == "OK"
         imap.select("INBOX")
         assert wait_for(lambda: imap.search(None, "ALL")[1][0].split(), timeout=20)
+        # POST /api/send through a gunicorn worker's own writer: stored, and seen by the
+        # appliance's IMAP session (its watch) and queued for the appliance's runner.
+        status, sent = http(
+            api_port, "/api/send", method="POST",
+            body={"from": "app@example.com", "to": ["user@example.com", "someone@remote.example"], "subject": "via gunicorn", "text": "hi"},
+        )
+        assert status == 202 and sent["local"] == ["user@example.com"] and sent["queued"] == ["someone@remote.example"], sent
+        assert wait_for(lambda: imap.search(None, "SUBJECT", '"via gunicorn"')[1][0].split(), timeout=20)
+        status, queued = http(api_port, f"/api/emails/{sent['email_id']}")
+        assert status == 200 and queued["to"] == ["someone@remote.example"]
 
     # gunicorn's processes hold their HTTP port and nothing else; the mail ports are the appliance's.
     mail_ports = {ports[name] for name in MAIL_LISTENERS}
