@@ -43,6 +43,11 @@ def paging_parser(ns: Namespace, default_limit: int) -> RequestParser:
     return parser
 
 
+def page_body(items: list, total: int, page: int, limit: int) -> dict:
+    """The body every list endpoint answers: the items and where this page stands."""
+    return {"emails": items, "total": total, "page": page, "limit": limit, "pages": -(-total // limit)}
+
+
 def page_and_limit(args: dict, default_limit: int) -> tuple[int, int]:
     """Clamp the parsed values: page at least 1, limit within 1..PAGE_LIMIT_MAX."""
     page = max(1, args.get("page") or 1)

@@ -10,7 +10,7 @@ from mailappliance.storage.incoming import parse_id
 from mailappliance.storage.outbound_records import EMAIL_SORTS, EmailQuery, OutboundRecords
 from mailappliance.storage.queue import MESSAGE_STATUSES, OutboundQueue
 from mailappliance.web.api.outcomes import address_part, record_models
-from mailappliance.web.pagination import date_range, iso_datetime, page_and_limit, paging_parser
+from mailappliance.web.pagination import date_range, iso_datetime, page_and_limit, page_body, paging_parser
 from mailappliance.web.schema import NBoolean, NFloat, NInteger, NString
 from mailappliance.web.serialize import jsonable
 
@@ -140,6 +140,16 @@ def namespace(records: OutboundRecords, queue: OutboundQueue) -> Namespace:
             raise AssertionError("abort raises")
         return doc
 
+    def act(email_id: str, operation, answers: dict):
+        """Run a queue operation (retry, delete) and answer with its code and message."""
+        oid = parse_id(email_id)
+        result = operation(oid) if oid else "not found"
+        records.changed()
+        if result not in answers:
+            ns.abort(404, f"no queued email {email_id}")
+        code, text = answers[result]
+        return {"result": result, "message": text}, code
+
     @ns.route("")
     class EmailCollection(Resource):
         @ns.expect(parser)
@@ -162,7 +172,7 @@ def namespace(records: OutboundRecords, queue: OutboundQueue) -> Namespace:
                 sort=args.get("sort") or "-created_at",
             )
             items, total = records.emails_page(query, page, limit)
-            return {"emails": jsonable(items), "total": total, "page": page, "limit": limit, "pages": -(-total // limit)}
+            return page_body(jsonable(items), total, page, limit)
 
     @ns.route("/<string:email_id>")
     @ns.param("email_id", "the id (24 hex digits)")
@@ -187,13 +197,7 @@ def namespace(records: OutboundRecords, queue: OutboundQueue) -> Namespace:
         @ns.response(409, "Changed meanwhile; try again", action)
         def delete(self, email_id):
             """Delete the message and release its stored bytes (after the attempt in progress, if any)."""
-            oid = parse_id(email_id)
-            result = queue.delete(oid) if oid else "not found"
-            records.changed()
-            if result not in DELETE_ANSWERS:
-                ns.abort(404, f"no queued email {email_id}")
-            code, text = DELETE_ANSWERS[result]
-            return {"result": result, "message": text}, code
+            return act(email_id, queue.delete, DELETE_ANSWERS)
 
     @ns.route("/<string:email_id>/retry")
     @ns.param("email_id", "the id (24 hex digits)")
@@ -203,13 +207,7 @@ def namespace(records: OutboundRecords, queue: OutboundQueue) -> Namespace:
         @ns.response(409, "Every recipient was delivered, or it changed meanwhile", action)
         def post(self, email_id):
             """Queue again every recipient not yet delivered, with a fresh budget of attempts."""
-            oid = parse_id(email_id)
-            result = queue.retry(oid) if oid else "not found"
-            records.changed()
-            if result not in RETRY_ANSWERS:
-                ns.abort(404, f"no queued email {email_id}")
-            code, text = RETRY_ANSWERS[result]
-            return {"result": result, "message": text}, code
+            return act(email_id, queue.retry, RETRY_ANSWERS)
 
     @ns.route("/<string:email_id>/raw")
     @ns.param("email_id", "the id (24 hex digits)")

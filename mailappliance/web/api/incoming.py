@@ -6,7 +6,7 @@ from flask_restx import Namespace, Resource, fields
 from mailappliance.storage.incoming import IncomingStore, parse_id
 from mailappliance.web.schema import NBoolean, NInteger, NString
 from mailappliance.web.serialize import jsonable
-from mailappliance.web.pagination import page_and_limit, paging_parser
+from mailappliance.web.pagination import page_and_limit, page_body, paging_parser
 
 
 def namespace(store: IncomingStore) -> Namespace:
@@ -66,7 +66,7 @@ def namespace(store: IncomingStore) -> Namespace:
             page, limit = page_and_limit(args, 50)
             filters = {key: args[key] for key in ("source", "role") if args.get(key)} or None
             items, total = store.page(page, limit, filters)
-            return {"emails": jsonable(items), "total": total, "page": page, "limit": limit, "pages": -(-total // limit)}
+            return page_body(jsonable(items), total, page, limit)
 
     @ns.route("/<string:email_id>")
     @ns.param("email_id", "the id (24 hex digits)")

@@ -9,7 +9,7 @@ from flask_restx import Model, Namespace, Resource, fields
 from mailappliance.services.bounces import HARD, PERMANENT, SOFT, TRANSIENT
 from mailappliance.storage.incoming import parse_id
 from mailappliance.storage.outbound_records import OutboundRecords, RecordQuery
-from mailappliance.web.pagination import date_range, iso_datetime, page_and_limit, paging_parser
+from mailappliance.web.pagination import date_range, iso_datetime, page_and_limit, page_body, paging_parser
 from mailappliance.web.schema import NBoolean, NInteger, NString
 from mailappliance.web.serialize import jsonable
 
@@ -107,7 +107,7 @@ def _record_namespace(
                 recipient=args.get("recipient") or None, bounce_type=args.get("bounce_type"), since=since, until=until
             )
             items, total = page(query, page_no, limit)
-            return {"emails": jsonable(items), "total": total, "page": page_no, "limit": limit, "pages": -(-total // limit)}
+            return page_body(jsonable(items), total, page_no, limit)
 
     @ns.route("/<string:record_id>")
     @ns.param("record_id", "the record id (24 hex digits)")
