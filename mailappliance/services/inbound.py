@@ -209,7 +209,7 @@ class InboundService:
             blob_id = ObjectId()
             request.blobs.append((blob_id, relay_raw, 1))
             request.outgoing = {
-                "_id": ObjectId(),
+                "_id": ObjectId(queue_id),  # one id in the reply, the log, incoming_emails and the queue
                 "queue_id": queue_id,
                 "from": envelope.mail_from,
                 "to": [r.address for r in relayed],

@@ -200,3 +200,21 @@ def test_detail_when_the_bytes_are_gone(queue):
     assert status == 200 and body["message"]["available"] is False and body["message"]["headers"] == []
     status, body, _ = call(queue, f"/api/emails/{queue.ids['one']}/raw")
     assert status == 404 and "gone" in body["message"]
+
+
+def test_the_queue_id_of_the_smtp_reply_is_the_emails_id(queue):
+    """Like Postfix's queue id: the id in ``250 ... queued as ID`` (and in the log) is the
+    one the queue API, the CLI and incoming-emails take."""
+    import re
+    import smtplib
+
+    with smtplib.SMTP("127.0.0.1", queue.ports["smtp"]) as client:
+        client.ehlo()
+        client.mail(SENDER)
+        client.rcpt("someone@remote.example")
+        code, reply = client.data(b"Subject: one id\r\n\r\nx\r\n")
+    assert code == 250
+    queue_id = re.search(rb"queued as ([0-9a-f]{24})", reply).group(1).decode()
+    status, email, _ = call(queue, f"/api/emails/{queue_id}")
+    assert status == 200 and email["subject"] == "one id" and email["queue_id"] == queue_id
+    assert call(queue, f"/api/incoming-emails/{queue_id}")[0] == 200
