@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import os
 import signal
 import sys
@@ -24,7 +23,8 @@ from gevent.pywsgi import WSGIServer
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from mailappliance.api_key import WEAK_API_KEYS, resolve_api_key  # noqa: F401 (re-exported)
+from mailappliance.api_key import resolve_api_key
+from mailappliance.redaction import redact_api_key
 from mailappliance.protocol.imap.session import ImapConfig, ImapSession
 from mailappliance.protocol.imap.grammar import parse_command
 from mailappliance.protocol.lmtp import LmtpSession
@@ -55,7 +55,6 @@ from mailappliance.web import ApiServices, create_api_app, create_mailbox_app
 
 log = logging.getLogger("mailappliance")
 
-_API_KEY_IN_QUERY = re.compile(r"([?&]api_key=)[^&\s\"]*")
 
 
 class StartupError(RuntimeError):
@@ -383,7 +382,7 @@ class _LogWriter:
         self.level = level
 
     def write(self, text: str) -> None:
-        text = _API_KEY_IN_QUERY.sub(r"\1***", text.strip())
+        text = redact_api_key(text.strip())
         if text:
             self.logger.log(self.level, "%s", text)
 

@@ -6,24 +6,23 @@ Imports only gunicorn: it is loaded by gunicorn's master before any worker forks
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from gunicorn.glogging import Logger
 
-API_KEY_IN_QUERY = re.compile(r"((?:^|[?&;])api_key=)[^&;\s\"]*", re.IGNORECASE)
+from mailappliance.redaction import mentions_api_key, redact_api_key
+
 KEY_ATOMS = ("{x-api-key}i", "{http_x_api_key}e")
 
 
-def redact(text: str) -> str:
-    return API_KEY_IN_QUERY.sub(r"\1***", text)
+redact = redact_api_key
 
 
 class RedactingLogger(Logger):
     def atoms(self, resp: Any, req: Any, environ: dict, request_time: Any) -> dict:
         atoms = super().atoms(resp, req, environ, request_time)
         for name, value in atoms.items():
-            if isinstance(value, str) and "api_key=" in value.lower():
+            if isinstance(value, str) and mentions_api_key(value):
                 atoms[name] = redact(value)
         for name in KEY_ATOMS:
             if name in atoms:

@@ -12,6 +12,31 @@ from mailappliance.web.auth import AUTHORIZATIONS, key_is_valid
 
 log = logging.getLogger("mailappliance.web")
 
+HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+# Answers every /api operation may give, whatever its namespace declares.
+COMMON_RESPONSES = {
+    "401": "Missing or wrong API key (x-api-key header or api_key query parameter)",
+    "503": "The database is unavailable; try again",
+}
+
+
+class DocumentedApi(Api):
+    """An Api whose Swagger document declares, on every operation, the answers the app
+    gives outside the resources (the key check, the database error handler)."""
+
+    @property
+    def __schema__(self) -> dict:
+        schema = super().__schema__
+        definitions = schema.setdefault("definitions", {})
+        definitions.setdefault("Error", {"type": "object", "properties": {"message": {"type": "string"}}})
+        for operations in schema.get("paths", {}).values():
+            for method, operation in operations.items():
+                if method in HTTP_METHODS:
+                    responses = operation.setdefault("responses", {})
+                    for code, description in COMMON_RESPONSES.items():
+                        responses.setdefault(code, {"description": description, "schema": {"$ref": "#/definitions/Error"}})
+        return schema
+
 
 def build_app(name: str, title: str, description: str, api_key: str) -> tuple[Flask, Api]:
     app = Flask(name)
@@ -19,7 +44,7 @@ def build_app(name: str, title: str, description: str, api_key: str) -> tuple[Fl
     app.config["ERROR_404_HELP"] = False
     app.config["JSON_SORT_KEYS"] = False
     blueprint = Blueprint(name + "_api", name, url_prefix="/api")
-    api = Api(
+    api = DocumentedApi(
         blueprint,
         version="1.0",
         title=title,
@@ -49,6 +74,13 @@ def build_app(name: str, title: str, description: str, api_key: str) -> tuple[Fl
             return {"message": "the database is unavailable; try again"}, 503
         log.exception("unexpected error in %s", title)
         return {"message": "internal error; see the appliance log"}, 500
+
+    @app.after_request
+    def no_sniffing(response):
+        # Every answer keeps its declared type: /api/emails/<id>/raw serves bytes that
+        # outside senders wrote (message/rfc822) and must never be sniffed into HTML.
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
 
     @app.errorhandler(404)
     def not_found(error):

@@ -59,6 +59,7 @@ def namespace(store: IncomingStore) -> Namespace:
     @ns.route("")
     class IncomingCollection(Resource):
         @ns.expect(paging)
+        @ns.response(400, "Bad filter or paging value", message)
         @ns.marshal_with(page_model)
         def get(self):
             """List received messages, newest first."""

@@ -11,6 +11,7 @@ from flask_restx import Namespace, Resource, fields
 from mailappliance.protocol.envelope import Peer
 from mailappliance.services.compose import ComposeError
 from mailappliance.services.sending import MessageSender, SendRefused
+from mailappliance.web.schema import NString
 
 DESCRIPTION = """Compose a message and send it: local recipients get it in their INBOX, others through the outbound queue.
 
@@ -68,7 +69,7 @@ def namespace(sender: Optional[MessageSender]) -> Namespace:
             "id": fields.String(description="the incoming-emails record (GET /api/incoming-emails/<id>)", example="6763a2f0c1d2e3f4a5b6c7d8"),
             "queue_id": fields.String(description="the id in the Received header and the log (same as id)"),
             "message_id": fields.String(example="<5f1c...@mx.example.com>", description="the generated Message-ID"),
-            "email_id": fields.String(description="the outbound queue document (GET /api/emails/<id>); null when nothing was queued"),
+            "email_id": NString(description="the outbound queue document (GET /api/emails/<id>); null when nothing was queued"),
             "local": fields.List(fields.String, description="recipients whose mailbox here has the message"),
             "queued": fields.List(fields.String, description="recipients queued for delivery elsewhere"),
             "refused": fields.List(
