@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email import policy
 from email.errors import MessageError
+
+import idna
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -59,6 +61,9 @@ RESERVED_HEADERS = frozenset(
         "mime-version",  # RFC 2045 §4
         "received", "return-path",  # RFC 5321 §4.4: trace fields are the servers' to add
         "dkim-signature",  # RFC 6376: added at delivery
+        # Verdicts of receiving servers (RFC 8601, RFC 8617, RFC 7208 §9.1): a caller could
+        # otherwise hand local recipients forged results bearing this host's name.
+        "authentication-results", "received-spf", "arc-seal", "arc-message-signature", "arc-authentication-results",
     }
 )
 RESERVED_PREFIXES = ("content-", "resent-")  # RFC 2045 §3 MIME part headers; RFC 5322 §3.6.6
@@ -206,10 +211,13 @@ def parse_mailbox_item(item: Any, where: str) -> Mailbox:
         raise ComposeError(f"{where}: {text!r} is not a valid address ({exc})", where) from None
     if not address.local.isascii():
         raise ComposeError(f"{where}: {text!r} has a non-ASCII local part, which needs SMTPUTF8 (RFC 6531)", where)
-    if not address.domain.isascii():
+    if not address.domain.isascii() or "xn--" in address.domain.lower():
+        # IDNA 2008 with UTS #46 mapping (RFC 5891), not Python's IDNA 2003 codec, which
+        # maps "ß" to "ss" and so would queue mail for another domain; invalid A-labels
+        # ("xn--zz") are refused too.
         try:
-            address = Address(address.local, address.domain.encode("idna").decode("ascii"))
-        except UnicodeError:
+            address = Address(address.local, idna.encode(address.domain, uts46=True, transitional=False).decode("ascii"))
+        except (idna.IDNAError, UnicodeError):
             raise ComposeError(f"{where}: {text!r} has a domain that is not a valid IDNA name", where) from None
     return Mailbox(address, name.strip())
 
@@ -312,6 +320,8 @@ def _extra_headers(value: Any) -> dict[str, str]:
         lower = name.lower()
         if lower in RESERVED_HEADERS or lower.startswith(RESERVED_PREFIXES):
             raise ComposeError(f"headers: {name} cannot be set here; it is generated or has its own field", "headers")
+        if any(lower == other.lower() for other in result):
+            raise ComposeError(f"headers: {name} is given twice (names are case-insensitive, RFC 5322 §1.2.2)", "headers")
         if not isinstance(text, str):
             raise ComposeError(f"headers: the value of {name} must be a string", "headers")
         if _CONTROL.search(text):

@@ -258,3 +258,30 @@ def test_body_must_be_an_object():
     for payload in (None, [], "x", 5):
         with pytest.raises(ComposeError, match="JSON object"):
             compose(payload, CONFIG)
+
+
+def test_idna_2008_not_2003_and_bad_a_labels_refused():
+    """"ß" is its own letter in IDNA 2008 (RFC 5892): Python's IDNA 2003 codec would
+    have made ``ss``, another domain."""
+    from mailappliance.services import compose as c
+
+    box = c.parse_mailbox_item("ann@ßß.example", "to")
+    assert box.address.domain == "xn--zcaa.example"
+    for bad in ("ann@xn--zz.example", "ann@\u0301a.example"):  # a bad A-label; a leading combining mark
+        with pytest.raises(c.ComposeError):
+            c.parse_mailbox_item(bad, "to")
+
+
+@pytest.mark.parametrize("name", ["Authentication-Results", "ARC-Seal", "Received-SPF", "arc-message-signature"])
+def test_verdict_headers_are_reserved(name):
+    from mailappliance.services import compose as c
+
+    with pytest.raises(c.ComposeError):
+        c._extra_headers({name: "mx.example.com; spf=pass"})
+
+
+def test_the_same_header_twice_in_other_case_is_refused():
+    from mailappliance.services import compose as c
+
+    with pytest.raises(c.ComposeError, match="twice"):
+        c._extra_headers({"References": "<a@x>", "references": "<b@x>"})
