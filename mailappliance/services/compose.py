@@ -313,7 +313,7 @@ def _extra_headers(value: Any) -> dict[str, str]:
         raise ComposeError("headers must be an object of name: value", "headers")
     if len(value) > MAX_HEADER_COUNT:
         raise ComposeError(f"too many headers (at most {MAX_HEADER_COUNT})", "headers")
-    result = {}
+    result: dict[str, str] = {}
     for name, text in value.items():
         if not isinstance(name, str) or not _FIELD_NAME.match(name):
             raise ComposeError(f"headers: {name!r} is not a valid header name (RFC 5322 §3.6.8)", "headers")
