@@ -342,7 +342,7 @@ class Appliance:
         the HTTP apps served by gunicorn (``mailappliance.wsgi``) find the same database.
         """
         path = self.settings.data_dir / "ports.json"
-        content: dict[str, object] = {"pid": os.getpid(), **self.ports}
+        content: dict[str, object] = {"pid": os.getpid(), "host": self.settings.host, **self.ports}
         if self.embedded is not None:
             content["database"] = self.embedded.url
         path.write_text(json.dumps(content, indent=2) + "\n")

@@ -17,6 +17,17 @@ from pathlib import Path
 TIMEOUT = 4.0
 
 
+WILDCARDS = ("", "0.0.0.0", "::", "*")
+
+
+def reachable_host(bound: object) -> str:
+    """Where to reach the API: the address it is bound to (``SMTP_HOST``), or loopback
+    when it listens on every address."""
+    if not isinstance(bound, str) or bound in WILDCARDS:
+        return "127.0.0.1"
+    return f"[{bound}]" if ":" in bound else bound
+
+
 def check(data_dir: Path) -> str | None:
     """None when healthy, else why not."""
     path = data_dir / "ports.json"
@@ -35,7 +46,7 @@ def check(data_dir: Path) -> str | None:
             pass
         return None
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=TIMEOUT) as response:
+        with urllib.request.urlopen(f"http://{reachable_host(ports.get('host'))}:{port}/health", timeout=TIMEOUT) as response:
             body = json.loads(response.read())
     except urllib.error.HTTPError as error:
         return f"/health answered {error.code}: {error.read()[:200].decode(errors='replace')}"

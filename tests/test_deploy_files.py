@@ -234,3 +234,17 @@ def test_healthcheck_with_the_http_ports_off_checks_the_process(appliance_factor
     app = appliance_factory(api_port=0, mailbox_api_port=0)
     assert "api" not in json.loads((app.settings.data_dir / "ports.json").read_text())
     assert healthcheck(app.settings.data_dir).returncode == 0
+
+
+def test_healthcheck_reaches_the_api_where_it_is_bound():
+    """With ``SMTP_HOST`` set to one address the API is not on loopback."""
+    from mailappliance.healthcheck import reachable_host
+
+    assert reachable_host("0.0.0.0") == "127.0.0.1" and reachable_host("::") == "127.0.0.1" and reachable_host(None) == "127.0.0.1"
+    assert reachable_host("127.0.0.2") == "127.0.0.2"
+    assert reachable_host("2001:db8::25") == "[2001:db8::25]"
+
+
+def test_healthcheck_on_an_appliance_bound_to_another_loopback_address(appliance_factory):
+    app = appliance_factory(host="127.0.0.3")
+    assert healthcheck(app.settings.data_dir).returncode == 0
