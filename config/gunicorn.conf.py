@@ -25,6 +25,14 @@ if ROOT not in sys.path:
 
 wsgi_app = "mailappliance.wsgi:api_app"
 
+# The same .env the appliance reads (Settings.from_env), so API_PORT there sets the bind.
+try:
+    from dotenv import load_dotenv
+
+    load_dotenv(os.environ.get("DOTENV_PATH", ".env"), override=False)
+except ImportError:  # pragma: no cover - python-dotenv is in requirements.txt
+    pass
+
 
 def _api_port() -> int:
     raw = os.environ.get("API_PORT", "").strip()
