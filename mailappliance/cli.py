@@ -8,12 +8,15 @@ The commands never open the database: they call the running appliance's HTTP API
 Passwords are never taken from the command line: ``ps`` and ``/proc/<pid>/cmdline``
 show every process's arguments to every local user, and shells keep them in their
 history. They are prompted for (twice, without echo) or read from standard input with
-``--password-stdin``.
+``--password-stdin``; without a terminal they must come that way.
+
+Output piped into a reader that stops early (``| head -1``) ends the command quietly with
+exit code 141 (128 + SIGPIPE, as a shell reports for a program SIGPIPE killed); Ctrl-C
+ends it with 130.
 """
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
@@ -29,9 +32,11 @@ from mailappliance.tools.endpoints import (
     Unreachable,
     api_key,
 )
+from mailappliance.tools.terminal import INTERRUPTED_EXIT, SIGPIPE_EXIT, NoPassword, ask_password, silence_stdout
 
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
 QUEUE_STATUSES = ("queued", "sending", "deferred", "sent", "partial", "bounced")
+WAITING = ("queued", "sending", "deferred")  # the statuses with a next attempt to show
 PAGE_MAX = 500  # the API's largest page (web/pagination.py)
 
 
@@ -163,8 +168,8 @@ class Context:
         return lines
 
     def prompt_new_password(self, address: str) -> str:
-        first = getpass.getpass(f"New password for {address}: ")
-        second = getpass.getpass("Repeat it: ")
+        first = ask_password(f"New password for {address}: ", self.stdin)
+        second = ask_password("Repeat it: ", self.stdin)
         if first != second:
             raise UsageError("the passwords do not match")
         return first
@@ -266,7 +271,7 @@ def mailbox_passwd(ctx: Context) -> int:
     if a.password_stdin:
         old, new = ctx.read_secret_lines(2)
     else:
-        old = getpass.getpass(f"Current password for {a.address}: ")
+        old = ask_password(f"Current password for {a.address}: ", ctx.stdin)
         new = ctx.prompt_new_password(a.address)
     answer = ctx.mailbox_api().post(f"/api/mailboxes/{path_id(a.address)}/change-password", {"oldPassword": old, "newPassword": new})
     ctx.out(f"{a.address}: {answer.get('message') or 'password changed'}")
@@ -305,7 +310,7 @@ def queue_list(ctx: Context) -> int:
     rows = [
         [
             str(e.get("id", "")), str(e.get("status", "")), str(e.get("attempts", 0)), clip(e.get("from") or "<>", 32),
-            _to_cell(e), clip(e.get("subject"), 40), when(e.get("next_attempt_at")) if e.get("status") in ("queued", "deferred") else "-",
+            _to_cell(e), clip(e.get("subject"), 40), when(e.get("next_attempt_at")) if e.get("status") in WAITING else "-",
         ]
         for e in emails
     ]
@@ -340,12 +345,12 @@ def queue_show(ctx: Context) -> int:
 def describe_email(e: dict) -> list[str]:
     """A readable page for one queued message: summary, recipients, attempts, message."""
     fields = [
-        ("id", e.get("id")), ("queue id", e.get("queue_id")), ("status", f"{e.get('status')} ({_count(e.get('attempts', 0), 'attempt')})"),
+        ("id", e.get("id")), ("queue id", e.get("queue_id")), ("status", e.get("status")), ("attempts", attempts_text(e)),
         ("from", e.get("from") or "<>"), ("to", ", ".join(_recipients(e))), ("subject", e.get("subject")),
         ("message-id", e.get("message_id")), ("size", human_bytes(e.get("size"))), ("source", e.get("source")),
         ("created", when(e.get("created_at"))), ("updated", when(e.get("updated_at"))),
         ("last attempt", when(e.get("last_attempt_at"))),
-        ("next attempt", when(e.get("next_attempt_at")) if e.get("status") in ("queued", "deferred") else None),
+        ("next attempt", when(e.get("next_attempt_at")) if e.get("status") in WAITING else None),
         ("last error", e.get("last_error")),
     ]
     lines = [f"{name + ':':14}{value}" for name, value in fields if value not in (None, "", "-")]
@@ -356,7 +361,7 @@ def describe_email(e: dict) -> list[str]:
         rows = [[str(r.get("address")), str(r.get("status")), str(r.get("attempts", 0)), str(r.get("code") or ""), clip(r.get("response"), 60)] for r in recipients]
         lines += ["  " + line for line in table(rows, ["ADDRESS", "STATUS", "ATTEMPTS", "CODE", "RESPONSE"]).splitlines()]
     history = [h for h in e.get("history") or [] if isinstance(h, dict)]
-    lines += ["", f"Attempts ({len(history)}):"]
+    lines += ["", f"Delivery history ({len(history)} {'entry' if len(history) == 1 else 'entries'}):"]
     if history:
         rows = [
             [when(h.get("at")), str(h.get("domain") or ""), str(h.get("mx_host") or "-"), str(h.get("ip") or "default"),
@@ -381,8 +386,22 @@ def describe_email(e: dict) -> list[str]:
     return lines
 
 
-def _count(n: Any, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+def attempt_counts(e: dict) -> tuple[int, int]:
+    """(attempts since the last retry, attempts in total) of one message.
+
+    ``attempts`` starts again at 0 when a message is retried by hand (a fresh budget for
+    the retry policy); the history keeps every attempt, one entry per domain tried, all
+    entries of one attempt with the same time. The total is the larger of the two counts
+    (the history keeps only the latest entries)."""
+    since = int(e.get("attempts") or 0)
+    runs = {str(h.get("at")) for h in e.get("history") or [] if isinstance(h, dict) and h.get("at")}
+    return since, max(since, len(runs))
+
+
+def attempts_text(e: dict) -> str:
+    """``2``, or ``1 since the last retry (3 in total)`` once a retry reset the count."""
+    since, total = attempt_counts(e)
+    return f"{since} since the last retry ({total} in total)" if total > since else str(since)
 
 
 def _reply_text(reply: Any) -> str:
@@ -419,16 +438,26 @@ HANDLERS: dict[tuple[str, str], Callable[[Context], int]] = {
 def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
     """Run one CLI command; returns the exit code (argparse exits 2 itself on bad usage)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help or a usage error: argparse has written its text
+        try:
+            stdout.flush()
+        except BrokenPipeError:
+            silence_stdout(stdout)
+            return SIGPIPE_EXIT
+        raise done
     if args.command in (None, "serve"):
         parser.error("the server is started by __main__ (python -m mailappliance [serve])")
     ctx = Context(args, stdin, stdout, stderr)
     try:
-        return HANDLERS[(args.command, args.action)](ctx)
-    except UsageError as exc:
-        print(f"mailappliance: {exc}", file=stderr)
-        return USAGE
-    except ConfigError as exc:
+        code = HANDLERS[(args.command, args.action)](ctx)
+        stdout.flush()  # a closed pipe shows here, not in the flush at exit
+        return code
+    except BrokenPipeError:
+        silence_stdout(stdout)
+        return SIGPIPE_EXIT
+    except (UsageError, NoPassword, ConfigError) as exc:
         print(f"mailappliance: {exc}", file=stderr)
         return USAGE
     except ApiRefused as exc:
@@ -439,4 +468,4 @@ def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, stdout: Te
         return UNREACHABLE
     except KeyboardInterrupt:
         print("", file=stderr)
-        return 130
+        return INTERRUPTED_EXIT

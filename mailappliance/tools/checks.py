@@ -3,12 +3,12 @@
 appliance: ``python -m mailappliance.tools.checks send|ip|ports|lmtp [options]``.
 
 Exit codes: 0 every check passed, 1 a check failed (one line says which), 2 usage or
-configuration, 3 the appliance cannot be reached.
+configuration, 3 the appliance cannot be reached, 130 Ctrl-C, 141 standard output was
+closed early (``| head``; nothing more is printed).
 """
 from __future__ import annotations
 
 import argparse
-import getpass
 import imaplib
 import json
 import os
@@ -34,6 +34,7 @@ from mailappliance.tools.endpoints import (
     api_key,
 )
 from mailappliance.tools.probe import FAIL, LMTP_SSL, connect, failure, probe_all, tls_context, tls_summary
+from mailappliance.tools.terminal import INTERRUPTED_EXIT, SIGPIPE_EXIT, NoPassword, OutputClosed, ask_password, silence_stdout
 
 PASSED, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
 QUEUED_AS = re.compile(r"queued as ([0-9a-f]{24})", re.I)
@@ -85,7 +86,10 @@ def context(args: argparse.Namespace) -> ssl.SSLContext:
 
 
 def say(text: str = "") -> None:
-    print(text, flush=True)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise OutputClosed() from None  # not an OSError: no SMTP or IMAP handler mistakes it for theirs
 
 
 def show_json(label: str, value: Any) -> None:
@@ -194,7 +198,7 @@ def run_send(args: argparse.Namespace) -> int:
         raise ConfigError("--imap needs --user (the recipient mailbox to log in as)")
     password = None
     if args.user:
-        password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else getpass.getpass(f"Password for {args.user}: ")
+        password = _password(args)
     port = where.port(listener)
     if port <= 0:
         raise ConfigError(f"the {listener} listener is off or unknown (port {port})")
@@ -256,6 +260,15 @@ def run_send(args: argparse.Namespace) -> int:
         _find_over_imap(where, args, password or "", message["Subject"], tls)
     say(f"queue id: {queue_id}")
     return PASSED
+
+
+def _password(args: argparse.Namespace) -> str:
+    if not args.password_stdin:
+        return ask_password(f"Password for {args.user}: ")
+    line = sys.stdin.readline()
+    if not line:
+        raise ConfigError("--password-stdin: expected --user's password on standard input")
+    return line.rstrip("\r\n")
 
 
 def _wait(seconds: float, probe: Callable[[], Optional[dict]]) -> Optional[dict]:
@@ -415,24 +428,38 @@ def main(argv: Optional[list[str]] = None) -> int:
         return USAGE
     name = argv.pop(0)
     make_parser, run = COMMANDS[name]
-    args = make_parser().parse_args(argv)
+    try:
+        args = make_parser().parse_args(argv)
+    except SystemExit as done:  # --help or a usage error: argparse has written its text
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            silence_stdout()
+            return SIGPIPE_EXIT
+        raise done
     prefix = f"test-{name}"
     try:
-        return run(args)
+        code = run(args)
+        sys.stdout.flush()
+        return code
+    except (OutputClosed, BrokenPipeError):
+        silence_stdout()
+        return SIGPIPE_EXIT
     except CheckFailed as exc:
         print(f"{prefix}: FAIL: {exc}", file=sys.stderr)
         return FAILED
     except ApiRefused as exc:
         print(f"{prefix}: FAIL: the API refused: {exc}", file=sys.stderr)
         return FAILED
-    except ConfigError as exc:
+    except (ConfigError, NoPassword) as exc:
         print(f"{prefix}: {exc}", file=sys.stderr)
         return USAGE
     except Unreachable as exc:
         print(f"{prefix}: {exc}", file=sys.stderr)
         return UNREACHABLE
     except KeyboardInterrupt:
-        return 130
+        print("", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

@@ -166,6 +166,9 @@ class ApiClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 payload = response.read()
         except urllib.error.HTTPError as exc:
+            if exc.code == 401:  # the appliance's own text says "missing or wrong API key" too: say it once
+                raise ApiRefused(401, f"{method} {path}: 401 wrong API key (set MAILBOX_API_KEY or pass --api-key; "
+                                      "the appliance's key is in its .env or DATA_DIR/api-key)") from None
             raise ApiRefused(exc.code, f"{method} {path}: {exc.code} {_error_message(exc)}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)

@@ -1,9 +1,14 @@
 """``python -m mailappliance mailbox|queue ...`` as a process against a live appliance."""
 import json
+import os
+import pty
 import re
+import select
+import signal
 import smtplib
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -82,7 +87,8 @@ def test_api_refusals_exit_1_with_the_message(appliance):
 def test_wrong_key_exits_1(appliance):
     out = run_cli(appliance, "mailbox", "list", "--api-key", "not-the-key-0123456789")
     assert out.returncode == 1
-    assert out.stderr.startswith("mailappliance: GET /api/mailboxes: 401 ")
+    assert out.stderr.startswith("mailappliance: GET /api/mailboxes: 401 wrong API key (set MAILBOX_API_KEY or pass --api-key")
+    assert out.stderr.lower().count("wrong") == 1, "said once"
     env = tool_env(appliance, MAILBOX_API_KEY="also-not-the-key-0123456789")
     assert run_cli(appliance, "mailbox", "list", env=env).returncode == 1
 
@@ -174,9 +180,11 @@ def test_queue_list_show_retry_delete(delivered):
     shown = run_cli(app, "queue", "show", ids["bounced"])
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout
-    assert f"id:           {ids['bounced']}" in text and "status:       bounced (1 attempt)" in text
+    assert f"id:           {ids['bounced']}" in text and "status:       bounced\nattempts:     1\n" in text
+    assert "next attempt:" not in text, "a bounced message waits for nothing"
+    assert "next attempt:" in run_cli(app, "queue", "show", ids["deferred"]).stdout
     assert re.search(r"nouser@accept\.test\s+bounced\s+1\s+550\s+.*no such user", text)
-    assert "Attempts (1):" in text and "mx.accept.test" in text
+    assert "Delivery history (1 entry):" in text and "mx.accept.test" in text
     assert "Text:\n  Body of bounced." in text
     detail = json.loads(run_cli(app, "queue", "show", ids["bounced"], "--json").stdout)
     assert detail["bounced"][0]["bounce_type"] == "hard" and len(detail["history"]) == 1
@@ -189,7 +197,8 @@ def test_queue_list_show_retry_delete(delivered):
     # A fresh budget of attempts; the history keeps the first one.
     again = wait_for(lambda: app.stores.collections.outgoing.find_one({"_id": docs["bounced"]["_id"], "status": "bounced", "history.1": {"$exists": True}}), timeout=20)
     assert (again["attempts"], again["recipients"][0]["code"]) == (1, 550), "delivered (and refused) once more"
-    assert "Attempts (2):" in run_cli(app, "queue", "show", ids["bounced"]).stdout
+    after_retry = run_cli(app, "queue", "show", ids["bounced"]).stdout
+    assert "attempts:     1 since the last retry (2 in total)\n" in after_retry and "Delivery history (2 entries):" in after_retry
     nothing = run_cli(app, "queue", "retry", ids["sent"])
     assert nothing.returncode == 1
     assert nothing.stderr.strip() == f"mailappliance: POST /api/emails/{ids['sent']}/retry: 409 every recipient was delivered; nothing to retry"
@@ -215,3 +224,62 @@ def subprocess_bytes(app, *args: str) -> bytes:
     out = subprocess.run([sys.executable, "-m", "mailappliance", *args], env=tool_env(app), capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+# ---------------------------------------------------------------------------- terminal
+def test_no_terminal_for_a_password_says_use_password_stdin(appliance):
+    for command in (["mailbox", "add", "nobody@example.com"], ["mailbox", "passwd", "nobody@example.com"]):
+        out = run_cli(appliance, *command)  # standard input is an empty pipe
+        assert out.returncode == 2, out.stderr
+        assert out.stderr == "mailappliance: standard input is not a terminal, so the password cannot be asked for: use --password-stdin\n"
+
+
+def _on_a_terminal(app, *args: str, keys: bytes = b"", signal_number: int = 0) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as standard input (and no controlling terminal, so
+    getpass uses that one); wait for the prompt, then type ``keys`` or send a signal."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "mailappliance", *args], stdin=slave, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=tool_env(app), start_new_session=True)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 30
+    try:
+        while b"password" not in seen.lower() and time.monotonic() < deadline:
+            ready, _, _ = select.select([master, process.stderr], [], [], 0.2)
+            for fd in ready:
+                seen += os.read(fd if isinstance(fd, int) else fd.fileno(), 1024)
+        assert b"password" in seen.lower(), seen
+        if keys:
+            os.write(master, keys)
+        if signal_number:
+            process.send_signal(signal_number)
+        _, err = process.communicate(timeout=30)
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+    return process.returncode, err.decode()
+
+
+def test_ctrl_c_and_ctrl_d_at_the_password_prompt(appliance):
+    code, err = _on_a_terminal(appliance, "mailbox", "add", "tty@example.com", signal_number=signal.SIGINT)
+    assert code == 130 and "Traceback" not in err, err
+    code, err = _on_a_terminal(appliance, "mailbox", "add", "tty@example.com", keys=b"\x04")  # Ctrl-D: end of input
+    assert code == 2 and "Traceback" not in err and "no password given" in err, err
+
+
+def test_output_closed_early_ends_quietly_with_141(appliance):
+    """``mailbox list --json | head -1``: the reader is gone before the output is written."""
+    for n in range(30):
+        added = run_cli(appliance, "mailbox", "add", f"pipe{n:02}@example.com", "--password-stdin", input=PASSWORD + "\n")
+        assert added.returncode == 0, added.stderr
+    for command in (["mailbox", "list", "--json"], ["mailbox", "list"], ["--help"]):
+        read, write = os.pipe()
+        os.close(read)  # like head after its first line
+        try:
+            out = subprocess.run([sys.executable, "-m", "mailappliance", *command], stdin=subprocess.DEVNULL, stdout=write,
+                                 stderr=subprocess.PIPE, env=tool_env(appliance), timeout=60)
+        finally:
+            os.close(write)
+        expected = (0, 141) if command == ["--help"] else (141,)  # argparse itself ignores a failed write of its help
+        assert out.returncode in expected and out.stderr.decode() == "", (command, out.returncode, out.stderr)

@@ -1,12 +1,14 @@
 """``scripts/test-send``, ``test-ip``, ``test-ports``, ``test-lmtp`` as processes against a live appliance."""
 import json
+import os
 import re
+import subprocess
 
 import pytest
 from bson import ObjectId
 
 from tests.conftest import PASSWORD, free_port
-from tests.e2e.cli_helpers import run_script, tool_env
+from tests.e2e.cli_helpers import ROOT, run_script, tool_env
 from tests.e2e.helpers import stored_messages
 from tests.e2e.outbound_peers import HttpRecorder
 
@@ -100,6 +102,13 @@ def test_send_with_submission_auth_and_imap_check(appliance, mailbox):
     unknown = run_script(appliance, "test-send", "--to", "nobody@example.com")
     assert unknown.returncode == 1 and "RCPT TO:<nobody@example.com> refused: 550" in unknown.stderr
 
+    # No terminal to ask for the password on (cron, ssh host cmd): one line, exit 2, nothing sent.
+    no_tty = run_script(appliance, "test-send", "--user", mailbox, "--to", mailbox, "--imap")
+    assert (no_tty.returncode, no_tty.stdout) == (2, "")
+    assert no_tty.stderr == "test-send: standard input is not a terminal, so the password cannot be asked for: use --password-stdin\n"
+    empty = run_script(appliance, "test-send", "--user", mailbox, "--to", mailbox, "--password-stdin", input="")
+    assert (empty.returncode, empty.stderr) == (2, "test-send: --password-stdin: expected --user's password on standard input\n")
+
 
 def test_ip_selection_disabled_and_through_an_api(appliance_factory):
     app = appliance_factory()
@@ -158,3 +167,15 @@ def test_nothing_listening(appliance, tmp_path):
     assert send.returncode == 3 and f"cannot reach SMTP at 127.0.0.1:{port}" in send.stderr
     ports = run_script(appliance, "test-ports", env=env)
     assert ports.returncode == 1 and all(r[1] == "FAIL" for r in rows(ports.stdout).values())
+
+
+def test_output_closed_early_ends_quietly_with_141(appliance):
+    """``scripts/test-ports | head -1`` with head gone before the first line: no traceback, exit 141."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        out = subprocess.run([str(ROOT / "scripts" / "test-ports")], stdin=subprocess.DEVNULL, stdout=write, stderr=subprocess.PIPE,
+                             env=tool_env(appliance), cwd=appliance.settings.data_dir.parent, timeout=90)
+    finally:
+        os.close(write)
+    assert (out.returncode, out.stderr.decode()) == (141, "")
