@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import smtplib
 import time
@@ -171,8 +172,8 @@ def click(driver, selector: str) -> None:
 def full_page_png(driver) -> bytes:
     """The whole document, not only the window (Chrome DevTools ``Page.captureScreenshot``)."""
     driver.execute_script("window.scrollTo(0, 0)")
-    width, height = driver.execute_script(
-        "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+    width, height = driver.execute_script(  # the window's width: the capture lays out without a scroll bar
+        "return [Math.max(document.documentElement.scrollWidth, window.innerWidth), document.documentElement.scrollHeight]")
     shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
         "format": "png", "captureBeyondViewport": True,
         "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
@@ -222,7 +223,7 @@ def test_dashboard_in_chromium(appliance_factory, peer, browser, tmp_path):
     driver.find_element("id", "sign-in").click()
     until(driver, lambda d: d.find_element("id", "signin-error").is_displayed(), "the sign-in error")
     error = text_of(driver, "signin-error")
-    assert "Wrong API key" in error and "401" in error and "missing or wrong API key" in error, error
+    assert error == "Wrong API key (the appliance answered 401).", "said once, not 'wrong key: ... wrong API key'"
     assert not driver.find_element("id", "dashboard").is_displayed()
     assert driver.execute_script("return sessionStorage.length") == 0
 
@@ -288,11 +289,20 @@ def test_dashboard_in_chromium(appliance_factory, peer, browser, tmp_path):
     assert "Outbound test body for nouser@accept.test." in text_of(driver, "message-text")
     attempts = api.get(f"/api/emails/{bounced_id}")["history"]
     assert len(driver.find_elements("css selector", "#message-history tbody tr")) == len(attempts) >= 1
+    summary = driver.execute_script(
+        "return Object.fromEntries(Array.from(document.querySelectorAll('#message-summary dd'), d => [d.dataset.field, d.textContent]))")
+    assert summary["Next attempt"] == "\u2014", "a bounced message has no next attempt"
+    assert summary["Attempts"] == "1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", summary["Created"]), "the date too, even today"
 
     # Retry: the page shows it queued, and so do the API and the database.
     driver.find_element("id", "message-retry").click()
     until(driver, lambda d: text_of(d, "message-status") == "queued", "status queued after Retry")
     assert "queued" in text_of(driver, "message-result")
+    # The retry gave a fresh budget (attempts 0); the history still has the first attempt.
+    until(driver, lambda d: d.execute_script("return document.querySelector('#message-summary [data-field=Attempts]').textContent")
+          == "0 since the last retry (1 in total)", "the attempts after Retry")
+    assert text_of(driver, "message-summary").count("Next attempt") == 1
     assert api.get(f"/api/emails/{bounced_id}")["status"] == "queued"
     assert app.stores.collections.outgoing.find_one({"_id": bounced_doc["_id"]})["status"] == "queued"
     until(driver, lambda d: text_of(d, "queue-queued") == f"{api.get('/api/email-stats')['queue']['queued']:,}" == "1",
@@ -304,6 +314,9 @@ def test_dashboard_in_chromium(appliance_factory, peer, browser, tmp_path):
     driver.find_element("id", "mailbox-create-submit").click()
     until(driver, lambda d: d.find_elements("css selector", "[data-testid=mailbox-row][data-username='newbox@example.com']"),
           "the new mailbox listed")
+    created_cell = driver.execute_script(
+        "return document.querySelector(\"[data-testid=mailbox-row][data-username='newbox@example.com']\").cells[3].textContent")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", created_cell), created_cell
     assert "newbox@example.com created" in text_of(driver, "mailbox-result")
     status, created = api.call("/api/mailboxes/newbox@example.com")
     assert status == 200 and created["username"] == "newbox@example.com"
@@ -342,6 +355,30 @@ def test_dashboard_in_chromium(appliance_factory, peer, browser, tmp_path):
     screenshot.write_bytes(full_page_png(driver))
     assert screenshot.stat().st_size > 10_000
     print(f"\ndashboard screenshot: {screenshot}")
+
+    # A phone (420 px) and a laptop (1280 px): the page never scrolls sideways (wide tables
+    # scroll in their own box), and the chart, drawn at its shown width, keeps readable labels.
+    for width in (420, 1280):
+        driver.set_window_size(width, 1000)
+        until(driver, lambda d, w=width: d.execute_script("return window.innerWidth") == w, f"a {width} px window")
+        until(driver, lambda d: abs(d.execute_script(
+            "const c = document.getElementById('throughput-chart');"
+            "return c.clientWidth - c.querySelector('svg').viewBox.baseVal.width")) <= 8
+            or d.execute_script("return document.getElementById('throughput-chart').clientWidth") < 280,
+            f"the chart redrawn for {width} px")
+        page_width = driver.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        wide = driver.execute_script(
+            "return Array.from(document.querySelectorAll('body *'), e => [e, e.getBoundingClientRect()])"
+            ".filter(([e, r]) => r.right > document.documentElement.clientWidth + 1 && r.width > 0"
+            " && !e.closest('.table-wrap, svg') && e.offsetParent !== null)"
+            ".slice(0, 8).map(([e, r]) => `${e.tagName}#${e.id}.${e.className} ${Math.round(r.right)}`)")
+        assert page_width[0] <= page_width[1], f"the page scrolls sideways at {width} px: {page_width}; too wide: {wide}"
+        tick_px = driver.execute_script(
+            "return Math.min(...Array.from(document.querySelectorAll('#throughput-chart .tick'), t => t.getBoundingClientRect().height))")
+        assert tick_px >= 10, f"chart labels {tick_px:.1f} px high at {width} px"
+        narrow = screenshot.with_name(f"{screenshot.stem}-{width}.png")
+        narrow.write_bytes(full_page_png(driver))
+        print(f"dashboard screenshot at {width} px: {narrow}")
 
     # Sign out: back to the key form, nothing left in sessionStorage.
     driver.find_element("id", "sign-out").click()

@@ -10,6 +10,7 @@
   const KEY_STORAGE = "mailappliance.apiKey";
   const QUEUE_STATUSES = ["queued", "sending", "deferred", "sent", "partial", "bounced", "due", "total"];
   const FILTERABLE = new Set(["queued", "sending", "deferred", "sent", "partial", "bounced"]);
+  const WAITING = new Set(["queued", "sending", "deferred"]); // only these have a next attempt to show
   const RECORDS = [["incoming", "incoming"], ["successful", "delivered"], ["bounced", "bounced"]];
   const SERIES = [
     { key: "received", label: "Received" },
@@ -29,6 +30,8 @@
     emailsPages: 1,
     openMessageId: null,
     rendered: new Map(), // panel -> JSON it was last drawn from (redraw only on change)
+    minutes: [], // the chart's last data, drawn again when the width changes
+    chartWidth: 0,
   };
 
   const $ = (id) => document.getElementById(id);
@@ -90,13 +93,40 @@
     return typeof value === "number" ? value.toLocaleString("en-US") : dash;
   }
 
+  /** Date and time (local), "2026-11-24 13:05:09": for table cells and the message view. */
   function when(iso) {
     if (!iso) return dash;
     const date = new Date(iso);
     if (Number.isNaN(date.getTime())) return String(iso);
-    const today = new Date().toDateString() === date.toDateString();
-    const time = date.toLocaleTimeString("en-GB", { hour12: false });
-    return today ? time : `${date.toLocaleDateString("en-CA")} ${time}`;
+    return `${date.toLocaleDateString("en-CA")} ${date.toLocaleTimeString("en-GB", { hour12: false })}`;
+  }
+
+  /** The time alone for today, else the date and time: for the compact activity feeds. */
+  function whenShort(iso) {
+    const full = when(iso);
+    if (full === dash || full === String(iso)) return full;
+    return new Date(iso).toDateString() === new Date().toDateString() ? full.slice(11) : full;
+  }
+
+  function clock() {
+    return new Date().toLocaleTimeString("en-GB", { hour12: false });
+  }
+
+  /** The next attempt only while the message waits for one (not once sent or bounced). */
+  function nextAttempt(doc) {
+    return WAITING.has(doc.status) ? when(doc.next_attempt_at) : dash;
+  }
+
+  /**
+   * "2", or "1 since the last retry (3 in total)": a retry by hand starts ``attempts`` again
+   * (a fresh budget); the history keeps every attempt, one entry per domain, all entries of
+   * one attempt with the same time (the CLI's queue show counts the same way).
+   */
+  function attemptsText(doc) {
+    const since = Number(doc.attempts) || 0;
+    const runs = new Set((doc.history || []).map((h) => h && h.at).filter(Boolean)).size;
+    const total = Math.max(since, runs);
+    return total > since ? `${since} since the last retry (${total} in total)` : String(since);
   }
 
   function bytes(value) {
@@ -178,7 +208,7 @@
       if (error.status === 401 || error.status === 0) {
         state.key = null;
         const text = error.status === 401
-          ? `Wrong API key: the appliance answered ${error.message}`
+          ? "Wrong API key (the appliance answered 401)."
           : `Could not sign in: ${error.message}`;
         notice($("signin-error"), text, "error");
         $("api-key").select();
@@ -259,13 +289,13 @@
     });
     const refused = failures.find(([, error]) => error.status === 401);
     if (refused) {
-      signOut(`The appliance no longer accepts this key: ${refused[1].message}`);
+      signOut("The appliance no longer accepts this API key (401): sign in again.");
       return;
     }
     for (const [name, error] of failures) {
       if (name === "message" && error.status === 404) closeMessage("This message no longer exists.");
     }
-    const stamp = `live \u00b7 updated ${when(new Date().toISOString())}`;
+    const stamp = `live \u00b7 updated ${clock()}`;
     $("live-status").textContent = failures.length
       ? `${stamp} \u00b7 ${failures.map(([name, error]) => `${name}: ${error.message}`).join("; ")}`
       : stamp;
@@ -325,9 +355,15 @@
 
   /** A line chart of the per-minute series, drawn as SVG (oldest minute on the left). */
   function renderChart(minutes) {
-    const width = 720;
-    const height = 220;
-    const pad = { left: 40, right: 24, top: 12, bottom: 28 };
+    state.minutes = minutes;
+    // Drawn at the width it is shown at (one SVG unit per CSS pixel), so the labels keep
+    // their size on a phone instead of shrinking with a fixed viewBox.
+    const shown = $("throughput-chart").clientWidth;
+    const width = Math.round(Math.max(280, Math.min(shown || 720, 1200)));
+    state.chartWidth = width;
+    const narrow = width < 480;
+    const height = narrow ? 200 : 220;
+    const pad = { left: 40, right: narrow ? 16 : 24, top: 12, bottom: 28 };
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
     const peak = Math.max(0, ...minutes.flatMap((m) => SERIES.map(({ key }) => Number(m[key]) || 0)));
@@ -354,7 +390,7 @@
       chart.append(svg("text", { x: pad.left - 6, y: gy + 4, class: "tick", "text-anchor": "end" }, String(step * i)));
     }
     minutes.forEach((minute, i) => {
-      if ((minutes.length - 1 - i) % 10 !== 0) return;
+      if ((minutes.length - 1 - i) % (narrow ? 20 : 10) !== 0) return;
       const date = new Date(minute.minute);
       const label = Number.isNaN(date.getTime()) ? "" : date.toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" });
       chart.append(svg("line", { x1: x(i), x2: x(i), y1: pad.top + plotH, y2: pad.top + plotH + 4, class: "axis" }));
@@ -435,7 +471,7 @@
   function renderDeliveries(data) {
     feed("latest-deliveries", data.emails, "Nothing delivered yet.", (r) =>
       el("li", { "data-testid": "delivery-item", "data-email-id": r.email_id || "" }, openable(r.email_id,
-        el("span", { class: "line" }, el("strong", {}, r.recipient || dash), el("span", { class: "time" }, when(r.delivered_at))),
+        el("span", { class: "line" }, el("strong", {}, r.recipient || dash), el("span", { class: "time", title: when(r.delivered_at) }, whenShort(r.delivered_at))),
         el("span", { class: "meta" }, `${r.code || ""} via ${r.mx_host || dash}${r.tls ? " (TLS)" : ""} \u00b7 from ${r.from || "<>"}`))));
   }
 
@@ -448,14 +484,14 @@
   function renderBounces(data) {
     feed("latest-bounces", data.emails, "No bounces.", (r) =>
       el("li", { "data-testid": "bounce-item", "data-email-id": r.email_id || "" }, openable(r.email_id,
-        el("span", { class: "line" }, el("strong", {}, r.recipient || dash), el("span", { class: "time" }, when(r.bounced_at))),
+        el("span", { class: "line" }, el("strong", {}, r.recipient || dash), el("span", { class: "time", title: when(r.bounced_at) }, whenShort(r.bounced_at))),
         el("span", { class: "meta" }, badge(r.bounce_type), ` ${clip(withCode(r.code, r.reason || r.response), 120)}`))));
   }
 
   function renderIncoming(data) {
     feed("latest-incoming", data.emails, "No mail received yet.", (m) =>
       el("li", { "data-testid": "incoming-item", "data-id": m.id || "" }, el("div", { class: "entry" },
-        el("span", { class: "line" }, el("strong", {}, m.subject || "(no subject)"), el("span", { class: "time" }, when(m.received_at))),
+        el("span", { class: "line" }, el("strong", {}, m.subject || "(no subject)"), el("span", { class: "time", title: when(m.received_at) }, whenShort(m.received_at))),
         el("span", { class: "meta" }, `${m.sender || "<>"} \u2192 ${list(m.recipients)} \u00b7 ${bytes(m.size)} \u00b7 ${(m.source || "").toUpperCase()}${m.tls ? " TLS" : ""}`))));
   }
 
@@ -486,7 +522,7 @@
     el("td", {}, clip(m.subject || "(no subject)", 80)),
     el("td", {}, badge(m.status)),
     el("td", { class: "num" }, count(m.attempts)),
-    el("td", { class: "nowrap" }, when(m.next_attempt_at)),
+    el("td", { class: "nowrap" }, nextAttempt(m)),
     el("td", { class: "last-error", title: m.last_error || "" }, clip(m.last_error || "", 60)),
     el("td", {}, el("button", {
       type: "button", class: "small", "data-testid": "email-view", "aria-label": `View message ${m.subject || m.id}`,
@@ -534,8 +570,8 @@
     const summary = [
       ["Id", doc.id], ["Queue id", doc.queue_id], ["Message-ID", doc.message_id], ["From", doc.from || "<>"],
       ["To", addresses(doc.to)], ["Subject", doc.subject], ["Size", bytes(doc.size)], ["Source", doc.source],
-      ["Attempts", count(doc.attempts)], ["Created", when(doc.created_at)], ["Updated", when(doc.updated_at)],
-      ["Last attempt", when(doc.last_attempt_at)], ["Next attempt", when(doc.next_attempt_at)], ["Last error", doc.last_error],
+      ["Attempts", attemptsText(doc)], ["Created", when(doc.created_at)], ["Updated", when(doc.updated_at)],
+      ["Last attempt", when(doc.last_attempt_at)], ["Next attempt", nextAttempt(doc)], ["Last error", doc.last_error],
     ];
     $("message-summary").replaceChildren(...summary.flatMap(([term, value]) =>
       [el("dt", {}, term), el("dd", { "data-field": term }, value === undefined || value === null || value === "" ? dash : String(value))]));
@@ -652,7 +688,20 @@
 
   // ---------------------------------------------------------------- wiring
 
+  /** Draw the chart again when its width changed (a rotated phone, a resized window). */
+  function redrawChartOnResize() {
+    let pending = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(pending);
+      pending = setTimeout(() => {
+        const shown = $("throughput-chart").clientWidth;
+        if (state.key && shown && Math.abs(shown - state.chartWidth) > 8) renderChart(state.minutes);
+      }, 150);
+    });
+  }
+
   function start() {
+    redrawChartOnResize();
     $("signin-form").addEventListener("submit", (event) => {
       event.preventDefault();
       const key = $("api-key").value.trim();
