@@ -7,6 +7,10 @@ N successful_emails and N/10 bounced_emails spread over the last 48 hours (ids m
 their event time, as the appliance makes them), then times ``OutboundRecords.stats()``
 (``GET /api/email-stats``), the first page of each list and a filtered list, through
 the API app's HTTP handler (Flask test client): the first call, then the median of six.
+
+Then the burst: a fresh database holding only a newsletter - N emails and N successful
+records made in 17 minutes 20 hours ago (one in 500 bounced) - and the dashboard's first
+pages of 10, a rare status and a status with no message.
 """
 from __future__ import annotations
 
@@ -78,6 +82,42 @@ def fill(c: Collections, n: int) -> None:
             coll.insert_many(batch, ordered=False)
 
 
+def fill_burst(c: Collections, n: int) -> None:
+    """``n`` emails and ``n`` delivery records in a 17-minute burst that ended 20 hours ago."""
+    start = datetime.now(timezone.utc) - timedelta(hours=20, minutes=17)
+    rnd = random.Random(2)
+    emails, records = [], []
+    for i in range(n):
+        at = start + timedelta(seconds=rnd.uniform(0, 17 * 60))
+        oid = ObjectId(ObjectId.from_datetime(at).binary[:4] + ObjectId().binary[4:])
+        address = f"user{i}@dest{i % 37}.example"
+        status = "bounced" if i % 500 == 0 else "sent"
+        emails.append({"_id": oid, "queue_id": str(oid), "from": "news@example.com", "to": [address],
+                       "recipients": [{"address": address, "status": status, "attempts": 1}], "subject": "News",
+                       "message_id": f"<{i}@news>", "size": 2000, "blob": ObjectId(), "status": status, "attempts": 1,
+                       "next_attempt_at": at, "created_at": at, "updated_at": at, "source": "api", "history": []})
+        records.append({"_id": oid, "email_id": oid, "from": "news@example.com", "recipient": address, "code": 250,
+                        "response": "2.0.0 ok", "mx_host": "mx.dest.example", "attempts": 1, "tls": True,
+                        "status": "sent", "delivered_at": at})
+        if len(emails) == 1000:
+            c.outgoing.insert_many(emails, ordered=False)
+            c.successful.insert_many(records, ordered=False)
+            emails, records = [], []
+    if emails:
+        c.outgoing.insert_many(emails, ordered=False)
+        c.successful.insert_many(records, ordered=False)
+
+
+def api(url: str, tmp: str, c: Collections):
+    settings = Settings(mongodb_url=url, data_dir=Path(tmp) / "data", queue_enabled=False)
+    blobs = BlobStore(c)
+    folders = FolderStore(c)
+    mailboxes = MailboxStore(c, folders, blobs)
+    outbound = build_outbound(settings, c, blobs, mailboxes, None)
+    services = ApiServices(KEY, lambda: None, IncomingStore(c), MailboxAdmin(mailboxes, None, None, 0), outbound)  # type: ignore[arg-type]
+    return create_api_app(services).test_client()
+
+
 def timed(client, path: str, runs: int = 7) -> tuple[float, float, int]:
     """(first call, median of the following ones) in ms, and the response size."""
     samples = []
@@ -100,13 +140,7 @@ def main() -> None:
             started = time.perf_counter()
             fill(c, n)
             print(f"filled {n} incoming, {n} emails, {n} successful, {n // 10} bounced in {time.perf_counter() - started:.1f} s")
-            settings = Settings(mongodb_url=server.url, data_dir=Path(tmp) / "data", queue_enabled=False)
-            blobs = BlobStore(c)
-            folders = FolderStore(c)
-            mailboxes = MailboxStore(c, folders, blobs)
-            outbound = build_outbound(settings, c, blobs, mailboxes, None)
-            services = ApiServices(KEY, lambda: None, IncomingStore(c), MailboxAdmin(mailboxes, None, None, 0), outbound)  # type: ignore[arg-type]
-            app = create_api_app(services).test_client()
+            app = api(server.url, tmp, c)
             for path in (
                 "/api/email-stats",
                 "/api/emails?limit=50",
@@ -118,6 +152,26 @@ def main() -> None:
                 "/api/bounced-emails?limit=50&bounce_type=hard",
                 "/api/incoming-emails?limit=50",
                 "/api/queue/stats",
+            ):
+                first, ms, size = timed(app, path)
+                print(f"first {first:7.1f} ms, then {ms:7.1f} ms  {size:7d} B  GET {path}")
+            client.close()
+
+            url = server.url.replace("/mailappliance?", "/burst?")
+            client, db = open_database(url)
+            c = Collections(db)
+            assert db.name == "burst", db.name
+            fill_burst(c, n)
+            print(f"burst: {n} emails and {n} successful records in 17 minutes, 20 hours ago")
+            app = api(url, tmp, c)
+            for path in (
+                "/api/successful-emails?limit=10",
+                "/api/emails?limit=10",
+                "/api/emails?limit=10&status=bounced",
+                "/api/emails?limit=10&status=sent",
+                "/api/emails?limit=10&status=queued",
+                "/api/successful-emails?limit=10&page=3",
+                "/api/email-stats",
             ):
                 first, ms, size = timed(app, path)
                 print(f"first {first:7.1f} ms, then {ms:7.1f} ms  {size:7d} B  GET {path}")

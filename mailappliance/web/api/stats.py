@@ -35,7 +35,7 @@ def email_stats_namespace(records: OutboundRecords) -> Namespace:
     day = ns.model(
         "LastDay",
         {
-            "received": fields.Integer(description="incoming emails (SMTP and LMTP)"),
+            "received": fields.Integer(description="incoming emails (SMTP, LMTP and POST /api/send)"),
             "delivered": fields.Integer(description="recipients a remote server accepted"),
             "bounced": fields.Integer(description="recipients bounced"),
         },
