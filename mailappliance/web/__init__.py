@@ -65,7 +65,7 @@ def create_api_app(services: ApiServices) -> Flask:
     api.add_namespace(send_api.namespace(services.sender), path="/send")
     if services.outbound is not None:
         queue = services.outbound.queue
-        records = OutboundRecords(queue.c, queue.blobs)
+        records = OutboundRecords(queue.c, queue.blobs, queue.lease.total_seconds())
         api.add_namespace(outbound_api.queue_namespace(services.outbound), path="/queue")
         api.add_namespace(emails.namespace(records, queue), path="/emails")
         api.add_namespace(outcomes.successful_namespace(records), path="/successful-emails")
