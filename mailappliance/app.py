@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +23,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from mailappliance.api_key import resolve_api_key
+from mailappliance.assembly import Core, Stores
 from mailappliance.redaction import redact_api_key
 from mailappliance.protocol.imap.session import ImapConfig, ImapSession
 from mailappliance.protocol.imap.grammar import parse_command
@@ -38,16 +38,12 @@ from mailappliance.services.domains import LocalDomains
 from mailappliance.services.imap.backend import ImapBackend
 from mailappliance.services.inbound import InboundService
 from mailappliance.services.mailbox_admin import MailboxAdmin
-from mailappliance.services.outbound_setup import Outbound, build_outbound
+from mailappliance.services.outbound_setup import Outbound
 from mailappliance.services.sending import MessageSender
 from mailappliance.services.stats_publisher import StatsPublisher
 from mailappliance.settings import Settings, SettingsError
-from mailappliance.storage.blobs import BlobStore
 from mailappliance.storage.embedded import EmbeddedDatabase, EmbeddedDatabaseError
-from mailappliance.storage.folders import FolderStore
-from mailappliance.storage.incoming import IncomingStore
-from mailappliance.storage.mailboxes import MailboxStore
-from mailappliance.storage.mongo import Collections, DatabaseUnavailable, open_database, ping, redact
+from mailappliance.storage.mongo import DatabaseUnavailable, open_database, ping, redact
 from mailappliance.storage.server_stats import ServerStatsStore
 from mailappliance.storage.writer import DeliveryWriter
 from mailappliance.tls import TlsError, server_context
@@ -79,21 +75,6 @@ def setup_logging(settings: Settings) -> None:
     logging.getLogger("pymongo").setLevel(max(level, logging.WARNING))
 
 
-@dataclass
-class Stores:
-    collections: Collections
-    blobs: BlobStore
-    folders: FolderStore
-    mailboxes: MailboxStore
-    incoming: IncomingStore
-
-    @classmethod
-    def over(cls, collections: Collections) -> "Stores":
-        blobs = BlobStore(collections)
-        folders = FolderStore(collections)
-        return cls(collections, blobs, folders, MailboxStore(collections, folders, blobs), IncomingStore(collections))
-
-
 class Appliance:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -105,6 +86,7 @@ class Appliance:
         self.authenticator: Authenticator
         self.inbound: InboundService
         self.admin: MailboxAdmin
+        self.sender: MessageSender
         self.servers: list[LineServer] = []
         self.http: list[tuple[str, WSGIServer]] = []
         self.writer: Optional[DeliveryWriter] = None
@@ -125,20 +107,15 @@ class Appliance:
         self.api_key, self.api_key_path = resolve_api_key(s)
         self._open_database()
         assert self.db is not None
-        stores = self.stores = Stores.over(Collections(self.db))
-        self.domains = LocalDomains(s.allowed_domains, stores.mailboxes.domains)
-        self.authenticator = Authenticator(stores.mailboxes.get)
-        self.writer = DeliveryWriter(stores.collections, stores.folders)
-        self.writer.start()
-        self.inbound = InboundService(stores.mailboxes, self.domains, self.authenticator, self.writer, s.mailbox_quota)
-        self.admin = MailboxAdmin(stores.mailboxes, self.domains, self.authenticator, s.mailbox_quota)
+        core = Core.over(s, self.db)
+        stores = self.stores = core.stores
+        self.domains, self.authenticator, self.inbound, self.admin = core.domains, core.authenticator, core.inbound, core.admin
+        self.writer, self.sender, self.outbound = core.writer, core.sender, core.outbound
         self.imap = ImapBackend(
             stores.mailboxes, stores.folders, stores.blobs, self.writer, self.authenticator,
             default_quota=s.mailbox_quota, exempt_ip=s.is_relay_client,
         )
         self.imap.start()
-        # Outbound delivery: the queue runner, MX delivery, source IPs, DKIM, webhooks.
-        self.outbound = build_outbound(s, stores.collections, stores.blobs, stores.mailboxes, self.writer)
         if s.queue_enabled:
             self.outbound.start()
         try:
@@ -308,7 +285,7 @@ class Appliance:
             admin=self.admin,
             outbound=self.outbound,
             listener_stats=self.listener_stats,
-            sender=MessageSender(self.inbound, self.settings.hostname, self.settings.max_email_size, self.settings.max_recipients),
+            sender=self.sender,
         )
 
     def listener_stats(self) -> list[dict]:

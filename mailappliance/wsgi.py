@@ -119,16 +119,10 @@ class HttpApps:
 def build(settings: Optional[Settings] = None) -> HttpApps:
     """Both apps over one pymongo client, and a delivery writer for ``POST /api/send``;
     nothing that listens or delivers to other servers."""
-    from mailappliance.app import Stores, setup_logging
-    from mailappliance.services.auth import Authenticator
-    from mailappliance.services.domains import LocalDomains
-    from mailappliance.services.inbound import InboundService
-    from mailappliance.services.mailbox_admin import MailboxAdmin
-    from mailappliance.services.outbound_setup import build_outbound
-    from mailappliance.services.sending import MessageSender
-    from mailappliance.storage.mongo import Collections, DatabaseUnavailable, open_database, ping
+    from mailappliance.app import setup_logging
+    from mailappliance.assembly import Core
+    from mailappliance.storage.mongo import DatabaseUnavailable, open_database, ping
     from mailappliance.storage.server_stats import FRESH_WITHIN, ServerStatsError, ServerStatsStore
-    from mailappliance.storage.writer import DeliveryWriter
     from mailappliance.web import ApiServices, create_api_app, create_mailbox_app
 
     settings = settings or load_settings()
@@ -143,17 +137,10 @@ def build(settings: Optional[Settings] = None) -> HttpApps:
         client, db = open_database(url)
     except DatabaseUnavailable as exc:
         raise DeploymentError(str(exc)) from None
-    stores = Stores.over(Collections(db))
-    domains = LocalDomains(settings.allowed_domains, stores.mailboxes.domains)
-    authenticator = Authenticator(stores.mailboxes.get)
-    admin = MailboxAdmin(stores.mailboxes, domains, authenticator, settings.mailbox_quota)
-    writer = DeliveryWriter(stores.collections, stores.folders)
-    writer.start()
-    inbound = InboundService(stores.mailboxes, domains, authenticator, writer, settings.mailbox_quota)
-    sender = MessageSender(inbound, settings.hostname, settings.max_email_size, settings.max_recipients)
-    # Queue stats, retry, delete and the IP-selection API; the runner is never started here.
-    outbound = build_outbound(settings, stores.collections, stores.blobs, stores.mailboxes, writer=None)
-    server_stats = ServerStatsStore(stores.collections)
+    # The same services as the appliance; its queue runner is never started here.
+    core = Core.over(settings, db)
+    writer = core.writer
+    server_stats = ServerStatsStore(core.stores.collections)
 
     def health() -> Optional[str]:
         if not writer.alive:
@@ -169,13 +156,13 @@ def build(settings: Optional[Settings] = None) -> HttpApps:
     services = ApiServices(
         api_key=api_key,
         health=health,
-        incoming=stores.incoming,
-        admin=admin,
-        outbound=outbound,
+        incoming=core.stores.incoming,
+        admin=core.admin,
+        outbound=core.outbound,
         listener_stats=listener_stats,
-        sender=sender,
+        sender=core.sender,
     )
-    return HttpApps(create_api_app(services), create_mailbox_app(admin, api_key, health), services, client, writer)
+    return HttpApps(create_api_app(services), create_mailbox_app(core.admin, api_key, health), services, client, writer)
 
 
 _apps: Optional[HttpApps] = None
