@@ -6,7 +6,7 @@ from flask_restx import Namespace, Resource, fields
 from mailappliance.storage.incoming import IncomingStore, parse_id
 from mailappliance.web.schema import NBoolean, NInteger, NString
 from mailappliance.web.serialize import jsonable
-from mailappliance.web.pagination import page_and_limit, page_body, paging_parser
+from mailappliance.web.pagination import page_and_limit, page_body, page_model, paging_parser
 
 
 def namespace(store: IncomingStore) -> Namespace:
@@ -41,16 +41,7 @@ def namespace(store: IncomingStore) -> Namespace:
             "status": fields.String(enum=["stored", "queued", "stored+queued"]),
         },
     )
-    page_model = ns.model(
-        "IncomingEmailPage",
-        {
-            "emails": fields.List(fields.Nested(incoming)),
-            "total": fields.Integer,
-            "page": fields.Integer,
-            "limit": fields.Integer,
-            "pages": fields.Integer,
-        },
-    )
+    page_shape = page_model(ns, "IncomingEmailPage", incoming)
     message = ns.model("IncomingMessage", {"message": fields.String})
     paging = paging_parser(ns, default_limit=50)
     paging.add_argument("source", type=str, choices=("smtp", "lmtp", "api"), location="args")
@@ -60,7 +51,7 @@ def namespace(store: IncomingStore) -> Namespace:
     class IncomingCollection(Resource):
         @ns.expect(paging)
         @ns.response(400, "Bad filter or paging value", message)
-        @ns.marshal_with(page_model)
+        @ns.marshal_with(page_shape)
         def get(self):
             """List received messages, newest first."""
             args = paging.parse_args()

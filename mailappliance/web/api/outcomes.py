@@ -9,7 +9,7 @@ from flask_restx import Model, Namespace, Resource, fields
 from mailappliance.services.bounces import HARD, PERMANENT, SOFT, TRANSIENT
 from mailappliance.storage.incoming import parse_id
 from mailappliance.storage.outbound_records import OutboundRecords, RecordQuery
-from mailappliance.web.pagination import date_range, iso_datetime, page_and_limit, page_body, paging_parser
+from mailappliance.web.pagination import add_date_range, list_arguments, page_body, page_model, paging_parser
 from mailappliance.web.schema import NBoolean, NInteger, NString
 from mailappliance.web.serialize import jsonable
 
@@ -71,38 +71,22 @@ def _record_namespace(
 ) -> Namespace:
     ns = Namespace(name, description=description)
     record = record_models(ns)[model_index]
-    page_model = ns.model(
-        record.name + "Page",
-        {
-            "emails": fields.List(fields.Nested(record)),
-            "total": fields.Integer,
-            "page": fields.Integer,
-            "limit": fields.Integer,
-            "pages": fields.Integer,
-        },
-    )
+    page_shape = page_model(ns, record.name + "Page", record)
     message = ns.model("Message", {"message": fields.String})
     parser = paging_parser(ns, default_limit=50)
     parser.add_argument("recipient", type=address_part, location="args", help="part of the address (case-insensitive), e.g. a domain")
     if bounced:
         parser.add_argument("bounce_type", type=str, choices=BOUNCE_TYPES, location="args")
-    at = "bounced_at" if bounced else "delivered_at"
-    parser.add_argument("since", type=iso_datetime, location="args", help=f"{at} at or after (ISO 8601)")
-    parser.add_argument("until", type=iso_datetime, location="args", help=f"{at} before (ISO 8601)")
+    add_date_range(parser, "bounced_at" if bounced else "delivered_at")
 
     @ns.route("")
     class Collection(Resource):
         @ns.expect(parser)
         @ns.response(400, "Bad filter or paging value", message)
-        @ns.marshal_with(page_model)
+        @ns.marshal_with(page_shape)
         def get(self):
             """List records, newest first."""
-            args = parser.parse_args()
-            page_no, limit = page_and_limit(args, 50)
-            try:
-                since, until = date_range(args)
-            except ValueError as exc:
-                ns.abort(400, str(exc))
+            args, page_no, limit, since, until = list_arguments(ns, parser, 50)
             query = RecordQuery(
                 recipient=args.get("recipient") or None, bounce_type=args.get("bounce_type"), since=since, until=until
             )
