@@ -30,3 +30,8 @@ class NBoolean(_Nullable, fields.Boolean):
 
 class NRaw(_Nullable, fields.Raw):
     pass
+
+
+class NNested(_Nullable, fields.Nested):
+    def __init__(self, model, **kwargs):
+        super().__init__(model, allow_null=True, **kwargs)

@@ -110,6 +110,12 @@ def test_detail_with_history_records_and_content(queue):
     assert five["message"]["text"].strip() == "Plain café" and five["message"]["html"].strip() == "<p>Rich</p>"
     assert five["message"]["attachments"] == [{"filename": "report.pdf", "contentType": "application/pdf", "size": 9}]
 
+    # content=false: the same answer without the parsed message (the dashboard polls this way).
+    status, light, _ = call(queue, f"/api/emails/{queue.ids['two']}?content=false")
+    assert status == 200 and light["message"] is None
+    assert {k: v for k, v in light.items() if k != "message"} == {k: v for k, v in two.items() if k != "message"}
+    assert call(queue, f"/api/emails/{queue.ids['two']}?content=perhaps")[0] == 400
+
 
 def test_raw_bytes(queue):
     status, raw, headers = call(queue, f"/api/emails/{queue.ids['one']}/raw")

@@ -3,15 +3,15 @@ manual retry and delete."""
 from __future__ import annotations
 
 from flask import Response
-from flask_restx import Namespace, Resource, fields
+from flask_restx import Namespace, Resource, fields, inputs
 
 from mailappliance.services.message_view import view
 from mailappliance.storage.incoming import parse_id
 from mailappliance.storage.outbound_records import EMAIL_SORTS, EmailQuery, OutboundRecords
 from mailappliance.storage.queue import MESSAGE_STATUSES, OutboundQueue
 from mailappliance.web.api.outcomes import address_part, record_models
-from mailappliance.web.pagination import date_range, iso_datetime, page_and_limit, page_body, paging_parser
-from mailappliance.web.schema import NBoolean, NFloat, NInteger, NString
+from mailappliance.web.pagination import add_date_range, list_arguments, page_body, page_model, paging_parser
+from mailappliance.web.schema import NBoolean, NFloat, NInteger, NNested, NString
 from mailappliance.web.serialize import jsonable
 
 RECIPIENT_STATUSES = ("queued", "deferred", "sent", "bounced")
@@ -109,27 +109,17 @@ def namespace(records: OutboundRecords, queue: OutboundQueue) -> Namespace:
             "history": fields.List(fields.Nested(attempt), description="every delivery attempt, oldest first"),
             "successful": fields.List(fields.Nested(successful)),
             "bounced": fields.List(fields.Nested(bounced)),
-            "message": fields.Nested(content),
+            "message": NNested(content, description="null with content=false"),
         },
     )
-    page_model = ns.model(
-        "EmailPage",
-        {
-            "emails": fields.List(fields.Nested(summary)),
-            "total": fields.Integer,
-            "page": fields.Integer,
-            "limit": fields.Integer,
-            "pages": fields.Integer,
-        },
-    )
+    page_shape = page_model(ns, "EmailPage", summary)
     message = ns.model("Message", {"message": fields.String})
     action = ns.model("EmailAction", {"result": fields.String, "message": fields.String})
     parser = paging_parser(ns, default_limit=50)
     parser.add_argument("status", type=str, choices=MESSAGE_STATUSES, location="args")
     parser.add_argument("sender", type=address_part, location="args", help="part of the envelope sender (case-insensitive)")
     parser.add_argument("recipient", type=address_part, location="args", help="part of a recipient address (case-insensitive)")
-    parser.add_argument("since", type=iso_datetime, location="args", help="created at or after (ISO 8601)")
-    parser.add_argument("until", type=iso_datetime, location="args", help="created before (ISO 8601)")
+    add_date_range(parser, "created_at")
     parser.add_argument("sort", type=str, choices=EMAIL_SORTS, default="-created_at", location="args", help="- for descending")
 
     def found(email_id: str) -> dict:
@@ -154,15 +144,10 @@ def namespace(records: OutboundRecords, queue: OutboundQueue) -> Namespace:
     class EmailCollection(Resource):
         @ns.expect(parser)
         @ns.response(400, "Bad filter, sort or paging value", message)
-        @ns.marshal_with(page_model)
+        @ns.marshal_with(page_shape)
         def get(self):
             """List queued and finished messages (newest first unless sorted otherwise)."""
-            args = parser.parse_args()
-            page, limit = page_and_limit(args, 50)
-            try:
-                since, until = date_range(args)
-            except ValueError as exc:
-                ns.abort(400, str(exc))
+            args, page, limit, since, until = list_arguments(ns, parser, 50)
             query = EmailQuery(
                 status=args.get("status"),
                 sender=args.get("sender") or None,
@@ -174,19 +159,30 @@ def namespace(records: OutboundRecords, queue: OutboundQueue) -> Namespace:
             items, total = records.emails_page(query, page, limit)
             return page_body(jsonable(items), total, page, limit)
 
+    detail_parser = ns.parser()
+    detail_parser.add_argument(
+        "content", type=inputs.boolean, default=True, location="args",
+        help="false: leave out the parsed message (no read of its bytes), e.g. to poll the status",
+    )
+
     @ns.route("/<string:email_id>")
     @ns.param("email_id", "the id (24 hex digits)")
     class EmailItem(Resource):
+        @ns.expect(detail_parser)
+        @ns.response(400, "Bad content flag", message)
         @ns.response(404, "Not found", message)
         @ns.marshal_with(detail)
         def get(self, email_id):
             """One message: its recipients, every delivery attempt, its records and its content."""
+            with_content = detail_parser.parse_args()["content"]
             doc = found(email_id)
             successful_records, bounced_records = records.outcomes_of(doc["_id"])
-            raw = records.raw(doc)
-            content = {"available": False, "headers": [], "text": None, "html": None, "attachments": []}
-            if raw is not None:
-                content = {"available": True, **view(raw)}
+            content = None
+            if with_content:
+                raw = records.raw(doc)
+                content = {"available": False, "headers": [], "text": None, "html": None, "attachments": []}
+                if raw is not None:
+                    content = {"available": True, **view(raw)}
             body = jsonable(doc)
             body.update(successful=jsonable(successful_records), bounced=jsonable(bounced_records), message=content)
             body.setdefault("history", [])

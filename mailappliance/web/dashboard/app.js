@@ -29,6 +29,7 @@
     emailsPage: 1,
     emailsPages: 1,
     openMessageId: null,
+    messageContent: null, // the open message's parsed content, read once; polls ask for content=false
     rendered: new Map(), // panel -> JSON it was last drawn from (redraw only on change)
     minutes: [], // the chart's last data, drawn again when the width changes
     chartWidth: 0,
@@ -267,7 +268,8 @@
     ];
     if (state.openMessageId) {
       const id = state.openMessageId;
-      work.push(["message", () => api(`/api/emails/${encodeURIComponent(id)}`), (doc) => renderMessage(doc, id)]);
+      const query = state.messageContent ? "?content=false" : "";
+      work.push(["message", () => api(`/api/emails/${encodeURIComponent(id)}${query}`), (doc) => renderMessage(doc, id)]);
     }
     return work;
   }
@@ -537,6 +539,7 @@
 
   function openMessage(id) {
     state.openMessageId = id;
+    state.messageContent = null;
     state.rendered.delete("message");
     state.rendered.delete("emails");
     notice($("message-result"), "");
@@ -547,6 +550,7 @@
 
   function closeMessage(text) {
     state.openMessageId = null;
+    state.messageContent = null;
     state.rendered.delete("message");
     state.rendered.delete("emails");
     show($("message-view"), false);
@@ -582,7 +586,8 @@
       [when(h.at), h.domain || dash, h.mx_host || dash, h.ip || dash, h.ip_source || dash, h.tls ? "yes" : "no",
         typeof h.reply === "string" ? h.reply : JSON.stringify(h.reply ?? null), typeof h.seconds === "number" ? h.seconds.toFixed(2) : dash]),
     ["nowrap", "", "", "", "", "", "reply", "num"], "No delivery attempts yet.");
-    const message = doc.message || {};
+    if (doc.message) state.messageContent = doc.message;
+    const message = state.messageContent || {};
     rowsOf("message-headers", (message.headers || []).map(([name, value]) => [String(name), String(value)]),
       ["header-name", "header-value"], "No headers.");
     const text = $("message-text");
