@@ -5,11 +5,16 @@ lower-cased; passwords are bcrypt-hashed. The REST layer only translates errors.
 """
 from __future__ import annotations
 
+import logging
 
 from mailappliance.protocol.addresses import AddressError, parse_mailbox
 from mailappliance.services.auth import Authenticator, check_new_password, hash_password, verify_password
 from mailappliance.services.domains import LocalDomains
 from mailappliance.storage.mailboxes import MailboxExists, MailboxStore
+
+
+# One line per change an operator made, like postsuper's: what, and to which mailbox.
+log = logging.getLogger("mailappliance.admin")
 
 
 class InvalidRequest(ValueError):
@@ -69,6 +74,7 @@ class MailboxAdmin:
         except MailboxExists:
             raise Conflict(f"mailbox {address} already exists") from None
         self.domains.invalidate()
+        log.info("mailbox created: %s (quota %s)", address, quota_bytes or "unlimited")
         return public(doc, 0)
 
     def list(self, page: int = 1, limit: int = 100) -> tuple[list[dict], int]:
@@ -89,6 +95,7 @@ class MailboxAdmin:
             raise NotFound(f"no mailbox {address}")
         self.authenticator.forget(address)
         self.domains.invalidate()
+        log.info("mailbox deleted: %s (with its folders and messages)", address)
 
     def change_password(self, username: str, old: object, new: object) -> None:
         address = normalize_address(username)
@@ -102,9 +109,11 @@ class MailboxAdmin:
         except ValueError as exc:
             raise InvalidRequest(f"newPassword: {exc}") from None
         if not verify_password(old, doc["password_hash"]):
+            log.warning("password change refused: wrong old password for %s", address)
             raise Forbidden("oldPassword is wrong")
         self.store.set_password_hash(address, hash_password(new))  # type: ignore[arg-type]
         self.authenticator.forget(address)
+        log.info("password changed: %s", address)
 
 
 def public(doc: dict, used_bytes: int) -> dict:

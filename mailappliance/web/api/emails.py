@@ -2,7 +2,9 @@
 manual retry and delete."""
 from __future__ import annotations
 
-from flask import Response
+import logging
+
+from flask import Response, request
 from flask_restx import Namespace, Resource, fields, inputs
 
 from mailappliance.services.message_view import view
@@ -13,6 +15,8 @@ from mailappliance.web.api.outcomes import address_part, record_models
 from mailappliance.web.pagination import add_date_range, list_arguments, page_body, page_model, paging_parser
 from mailappliance.web.schema import NBoolean, NFloat, NInteger, NNested, NString
 from mailappliance.web.serialize import jsonable
+
+log = logging.getLogger("mailappliance.admin")
 
 RECIPIENT_STATUSES = ("queued", "deferred", "sent", "bounced")
 RETRY_ANSWERS = {
@@ -131,12 +135,13 @@ def namespace(records: OutboundRecords, queue: OutboundQueue) -> Namespace:
         return doc
 
     def act(email_id: str, operation, answers: dict):
-        """Run a queue operation (retry, delete) and answer with its code and message."""
+        """Run a queue operation (retry, delete), log it, and answer with its code and message."""
         oid = parse_id(email_id)
         result = operation(oid) if oid else "not found"
         records.changed()
         if result not in answers:
             ns.abort(404, f"no queued email {email_id}")
+        log.info("%s: %s requested by API client [%s]: %s", oid, operation.__name__, request.remote_addr, result)
         code, text = answers[result]
         return {"result": result, "message": text}, code
 

@@ -1,12 +1,17 @@
 """``/api/incoming-emails``: messages received over SMTP and LMTP."""
 from __future__ import annotations
 
+import logging
+
+from flask import request
 from flask_restx import Namespace, Resource, fields
 
 from mailappliance.storage.incoming import IncomingStore, parse_id
 from mailappliance.web.schema import NBoolean, NInteger, NString
-from mailappliance.web.serialize import jsonable
 from mailappliance.web.pagination import page_and_limit, page_body, page_model, paging_parser
+from mailappliance.web.serialize import jsonable
+
+log = logging.getLogger("mailappliance.admin")
 
 
 def namespace(store: IncomingStore) -> Namespace:
@@ -80,6 +85,7 @@ def namespace(store: IncomingStore) -> Namespace:
             oid = parse_id(email_id)
             if oid is None or not store.delete(oid):
                 ns.abort(404, f"no incoming email {email_id}")
+            log.info("%s: incoming record deleted by API client [%s]", oid, request.remote_addr)
             return {"message": f"incoming email {email_id} deleted"}
 
     return ns
