@@ -182,7 +182,7 @@ def build_attempt(
             "next_attempt_at": next_at,
             "last_attempt_at": now,
             "updated_at": now,
-            "last_error": f"{errors[0]['code']} {errors[0].get('response', '')}"[:500] if errors else None,
+            "last_error": last_error(errors[0]) if errors else None,
         },
         "$unset": {"lease": "", "lease_owner": "", "lease_until": "", "claimed_at": ""},
         "$push": {"history": {"$each": history, "$slice": -HISTORY_KEPT}},
@@ -212,6 +212,15 @@ def build_attempt(
     ]
     completion = Completion(doc["_id"], doc["lease"], update, successful, bounced, report)
     return Attempt(completion, events, len(delivered_now), len(bounced_now), deferred)
+
+
+def last_error(entry: dict) -> str:
+    """``550 5.1.1 text``: the reply with its RFC 3463 code, as the attempt history shows it."""
+    text = entry.get("response") or ""
+    enhanced = entry.get("enhanced_code")
+    if enhanced and not text.startswith(enhanced):
+        text = f"{enhanced} {text}"
+    return f"{entry['code']} {text}".strip()[:500]
 
 
 def event(kind: str, doc: dict, entries: list[dict], status: str, attempts: int, now: datetime) -> dict:

@@ -43,3 +43,11 @@ def test_blocked_ip_wording():
 @pytest.mark.parametrize("text", ["5.1.7 bad sender address syntax", "5.1.8 bad sender's system address"])
 def test_sender_address_problems_are_not_hard_recipient_bounces(text):
     assert bounce_type(Reply(553, text, stage="mail")) == PERMANENT
+
+
+def test_last_error_keeps_the_enhanced_code_once():
+    from mailappliance.services.outcomes import last_error
+
+    assert last_error({"code": 550, "enhanced_code": "5.1.2", "response": "domain nowhere.example: NXDOMAIN"}) == "550 5.1.2 domain nowhere.example: NXDOMAIN"
+    assert last_error({"code": 550, "enhanced_code": "5.1.1", "response": "5.1.1 no such user"}) == "550 5.1.1 no such user"
+    assert last_error({"code": 421, "enhanced_code": None, "response": "try later"}) == "421 try later"

@@ -100,6 +100,7 @@ def test_detail_with_history_records_and_content(queue):
     by_address = {r["address"]: r for r in two["recipients"]}
     assert by_address["b@accept.test"]["record_id"] == two["successful"][0]["id"]
     assert by_address["c@other.test"]["status"] == "bounced" and by_address["c@other.test"]["code"] == 550
+    assert two["last_error"] == "550 5.1.1 <x>: Recipient address rejected: User unknown"  # with its RFC 3463 code, once
     content = two["message"]
     assert content["available"] is True
     assert ["Subject", "two"] in content["headers"] and content["headers"][0][0] == "Received"
