@@ -1,10 +1,13 @@
 """``/api/email-stats`` and ``/api/{smtp,lmtp,imap}/stats``: the numbers the dashboard polls."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from flask_restx import Namespace, Resource, fields
 
 from mailappliance.storage.outbound_records import STATS_MINUTES, OutboundRecords
 from mailappliance.storage.queue import MESSAGE_STATUSES
+from mailappliance.web.schema import NString
 from mailappliance.web.serialize import jsonable
 
 # ServerStats counters summed over the ports of one protocol.
@@ -81,6 +84,13 @@ def listener_namespaces(listener_stats) -> list[Namespace]:
     return [_listener_namespace(protocol, listener_stats) for protocol in PROTOCOLS]
 
 
+def _with_iso_start(listener: dict) -> dict:
+    row = dict(listener)
+    if isinstance(row.get("started_at"), (int, float)):
+        row["started_at"] = datetime.fromtimestamp(row["started_at"], timezone.utc).isoformat()
+    return row
+
+
 def _listener_namespace(protocol: str, listener_stats) -> Namespace:
     ns = Namespace(protocol, description=f"{protocol.upper()} listeners: connections and messages per port")
     port = ns.model(
@@ -91,7 +101,8 @@ def _listener_namespace(protocol: str, listener_stats) -> Namespace:
             "port": fields.Integer,
             "tls": fields.String(enum=["implicit", "starttls", "none"]),
             **{c: fields.Integer for c in COUNTERS},
-            "started_at": fields.Float(description="Unix time"),
+            "started_at": fields.String(description="when the listener started (ISO 8601)"),
+            "instance": NString(description="host:pid of the appliance process (when served by gunicorn)"),
         },
     )
     totals = ns.model("ListenerTotals", {c: fields.Integer for c in COUNTERS})
@@ -106,7 +117,7 @@ def _listener_namespace(protocol: str, listener_stats) -> Namespace:
         def get(self):
             """Per port: current and total connections, messages accepted and rejected, bytes,
             TLS sessions, authentication failures, errors; and their sums."""
-            ports = [dict(p) for p in listener_stats() if p.get("protocol") == protocol]
+            ports = [_with_iso_start(p) for p in listener_stats() if p.get("protocol") == protocol]
             sums = {c: sum(int(p.get(c) or 0) for p in ports) for c in COUNTERS}
             return {"protocol": protocol, "ports": ports, "totals": sums}
 
