@@ -18,11 +18,12 @@ import smtplib
 import ssl
 import sys
 import time
+from contextlib import contextmanager
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY  # CRLF line ends (RFC 5321 §2.3.8); smtplib sends bytes as given
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from mailappliance.tools.endpoints import (
     DEFAULT_TIMEOUT,
@@ -95,6 +96,25 @@ def say(text: str = "") -> None:
 def show_json(label: str, value: Any) -> None:
     say(f"{label}:")
     say(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@contextmanager
+def smtp_session(client: smtplib.SMTP, protocol: str, host: str, port: int, unreachable: Callable[[Exception], bool]) -> Iterator[smtplib.SMTP]:
+    """Hold an SMTP or LMTP conversation with ``client``: a socket or protocol error in it is
+    :class:`Unreachable` when ``unreachable(exc)`` says so (asked after the error, so it can
+    look at ``client.sock``), else :class:`CheckFailed`; the session always ends with QUIT, or
+    a close when QUIT fails."""
+    try:
+        yield client
+    except (OSError, smtplib.SMTPException) as exc:
+        if unreachable(exc):
+            raise Unreachable(f"cannot reach {protocol} at {host}:{port} ({failure(exc)})") from None
+        raise CheckFailed(f"{protocol} on {host}:{port}: {failure(exc)}") from None
+    finally:
+        try:
+            client.quit()
+        except (OSError, smtplib.SMTPException):
+            client.close()
 
 
 # ---------------------------------------------------------------------------- ports
@@ -215,7 +235,13 @@ def run_send(args: argparse.Namespace) -> int:
     tls = context(args)
     say(f"sending to {', '.join(args.to)} via {via} ({where.host}:{port})")
     smtp: smtplib.SMTP = smtplib.SMTP_SSL(timeout=args.timeout, context=tls) if via == "smtps" else smtplib.SMTP(timeout=args.timeout)
-    try:
+
+    def smtp_unreachable(exc: Exception) -> bool:
+        return isinstance(exc, (ConnectionRefusedError, TimeoutError)) or (
+            isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError) and smtp.sock is None
+        )
+
+    with smtp_session(smtp, "SMTP", where.host, port, smtp_unreachable):
         connect(smtp, where.host, port)
         smtp.ehlo("test-send.mailappliance.invalid")
         if via != "smtps" and (via == "submission" or (not args.no_tls and smtp.has_extn("starttls"))):
@@ -237,15 +263,6 @@ def run_send(args: argparse.Namespace) -> int:
         say(f"  DATA: {code} {text}")
         if code != 250:
             raise CheckFailed(f"DATA refused: {code} {text}")
-    except (OSError, smtplib.SMTPException) as exc:
-        if isinstance(exc, (ConnectionRefusedError, TimeoutError)) or (isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError) and smtp.sock is None):
-            raise Unreachable(f"cannot reach SMTP at {where.host}:{port} ({failure(exc)})") from None
-        raise CheckFailed(f"SMTP on {where.host}:{port}: {failure(exc)}") from None
-    finally:
-        try:
-            smtp.quit()
-        except (OSError, smtplib.SMTPException):
-            smtp.close()
     found = QUEUED_AS.search(text)
     if not found:
         raise CheckFailed(f"no queue id in the reply {text!r}")
@@ -360,7 +377,7 @@ def run_lmtp(args: argparse.Namespace) -> int:
     client.timeout = args.timeout
     rcpt_replies: dict[str, tuple[int, str]] = {}
     data_replies: dict[str, tuple[int, str]] = {}
-    try:
+    with smtp_session(client, "LMTP", where.host, port, lambda exc: client.sock is None or isinstance(exc, ConnectionRefusedError)):
         code, banner = connect(client, where.host, port)
         say(f"LMTP at {where.host}:{port}: {code} {banner.decode(errors='replace')}")
         code, _ = client.ehlo("test-lmtp.mailappliance.invalid")
@@ -386,15 +403,6 @@ def run_lmtp(args: argparse.Namespace) -> int:
             for rcpt in accepted[1:]:
                 code, reply = client.getreply()
                 data_replies[rcpt] = (code, reply.decode(errors="replace"))
-    except (OSError, smtplib.SMTPException) as exc:
-        if client.sock is None or isinstance(exc, ConnectionRefusedError):
-            raise Unreachable(f"cannot reach LMTP at {where.host}:{port} ({failure(exc)})") from None
-        raise CheckFailed(f"LMTP on {where.host}:{port}: {failure(exc)}") from None
-    finally:
-        try:
-            client.quit()
-        except (OSError, smtplib.SMTPException):
-            client.close()
     rows = []
     for rcpt in recipients:
         rc, rt = rcpt_replies.get(rcpt, (0, "-"))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from mailappliance.settings import Settings, SettingsError
+from mailappliance.tools.probe import connection_reason
 
 WEAK_API_KEYS = {"", "changeme"}  # the appliance replaces these with DATA_DIR/api-key
 DEFAULT_TIMEOUT = 10.0
@@ -209,10 +210,6 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
 
 
 def _describe(reason: object) -> str:
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(reason, (socket.timeout, TimeoutError)):
-        return "timed out"
-    if isinstance(reason, socket.gaierror):
+    if isinstance(reason, socket.gaierror):  # neither refused nor a timeout: the order is free
         return f"unknown host: {reason.strerror}"
-    return str(reason) or type(reason).__name__
+    return connection_reason(reason) or str(reason) or type(reason).__name__

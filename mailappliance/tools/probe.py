@@ -53,11 +53,19 @@ def first_line(text: object, width: int = 70) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def failure(exc: BaseException) -> str:
+def connection_reason(exc: object) -> Optional[str]:
+    """"connection refused" or "timed out" when ``exc`` is one of those, else None."""
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return "timed out"
+    return None
+
+
+def failure(exc: BaseException) -> str:
+    reason = connection_reason(exc)
+    if reason:
+        return reason
     if isinstance(exc, ssl.SSLError):
         return f"TLS: {exc.reason or exc}"
     if isinstance(exc, smtplib.SMTPResponseException):

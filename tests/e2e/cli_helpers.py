@@ -34,9 +34,11 @@ def tool_env(app, **extra: str) -> dict[str, str]:
     return {k: v for k, v in env.items() if v is not None}
 
 
-def run_cli(app, *args: str, input: Optional[str] = None, env: Optional[dict] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def _run_tool(app, command: list[str], input: Optional[str], env: Optional[dict], timeout: float) -> subprocess.CompletedProcess:
+    """Run ``command`` the way an operator would next to ``app``: from beside its DATA_DIR,
+    with :func:`tool_env` unless ``env`` is given, standard input ``input`` (else empty)."""
     return subprocess.run(
-        [sys.executable, "-m", "mailappliance", *args],
+        command,
         input=input if input is not None else "",
         env=env if env is not None else tool_env(app),
         cwd=app.settings.data_dir.parent,
@@ -44,18 +46,14 @@ def run_cli(app, *args: str, input: Optional[str] = None, env: Optional[dict] = 
         text=True,
         timeout=timeout,
     )
+
+
+def run_cli(app, *args: str, input: Optional[str] = None, env: Optional[dict] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return _run_tool(app, [sys.executable, "-m", "mailappliance", *args], input, env, timeout)
 
 
 def run_script(app, name: str, *args: str, input: Optional[str] = None, env: Optional[dict] = None, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(ROOT / "scripts" / name), *args],
-        input=input if input is not None else "",
-        env=env if env is not None else tool_env(app),
-        cwd=app.settings.data_dir.parent,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return _run_tool(app, [str(ROOT / "scripts" / name), *args], input, env, timeout)
 
 
 def imap_login(app, user: str, password: str) -> bool:

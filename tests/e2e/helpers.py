@@ -7,6 +7,12 @@ import time
 
 from mailappliance.storage.blobs import BlobStore
 
+# The environment that puts every mail listener of an appliance process on a free loopback
+# port (written to DATA_DIR/ports.json); the HTTP ports are each test's choice.
+MAIL_LISTENERS_AUTO = {"SMTP_HOST": "127.0.0.1"} | dict.fromkeys(
+    ("SMTP_25_PORT", "SMTP_587_PORT", "SMTP_465_PORT", "LMTP_PORT", "IMAP_PORT", "IMAP_SSL_PORT"), "auto"
+)
+
 
 def client_tls(appliance) -> ssl.SSLContext:
     """A client context that verifies the appliance's self-signed certificate."""

@@ -3,6 +3,7 @@
 API, webhook receiver)."""
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import socket
@@ -12,9 +13,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import gevent
+import pytest
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
@@ -290,6 +292,51 @@ def slow_answer(seconds: float, then: tuple[int, bytes]) -> Callable[[dict], tup
         return then
 
     return answer
+
+
+def dns_fixture(records: str = DNS_RECORDS, scope: str = "function"):
+    """A fixture that runs a :class:`Dnsmasq` serving ``records`` for ``scope``; a test module
+    binds it to the name its tests ask for: ``dns = dns_fixture(scope="module")``."""
+
+    @pytest.fixture(scope=scope)
+    def fixture() -> Iterator[Dnsmasq]:
+        server = Dnsmasq(records)
+        yield server
+        server.stop()
+
+    return fixture
+
+
+def peer_fixture(addresses: tuple[str, ...], scope: str = "function"):
+    """A fixture that runs a :class:`SmtpPeer` on ``addresses`` (one port free on all of them)
+    for ``scope``: ``peer = peer_fixture((PEER_ACCEPT,))``."""
+
+    @pytest.fixture(scope=scope)
+    def fixture() -> Iterator[SmtpPeer]:
+        server = SmtpPeer(list(addresses), shared_port(list(addresses)))
+        yield server
+        server.stop()
+
+    return fixture
+
+
+def dkim_key(keys: Path, domain: str = "example.com", selector: str = "sel1") -> Callable[..., bytes]:
+    """Make the directory ``keys`` with a new RSA key for ``domain`` (the DKIM_KEY_DIR layout)
+    and return a ``dnsfunc`` for ``dkim.verify`` that serves the selector's TXT record; it
+    asserts that the record asked for is that one."""
+    keys.mkdir()
+    private = keys / f"{domain}.pem"
+    subprocess.run(["openssl", "genrsa", "-out", private, "2048"], check=True, capture_output=True)
+    public = subprocess.run(
+        ["openssl", "rsa", "-in", private, "-pubout", "-outform", "DER"], check=True, capture_output=True
+    ).stdout
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+    def dns_txt(name: bytes, timeout: float = 5) -> bytes:
+        assert name == f"{selector}._domainkey.{domain}.".encode()
+        return record
+
+    return dns_txt
 
 
 SENDER = "user@example.com"  # a local mailbox, so bounces come back as reports

@@ -24,7 +24,7 @@ import pytest
 
 from mailappliance.settings import Settings
 from tests.conftest import PASSWORD, free_port
-from tests.e2e.helpers import wait_for
+from tests.e2e.helpers import MAIL_LISTENERS_AUTO, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "gunicorn-test-key-0123456789"
@@ -127,13 +127,7 @@ def deployment(tmp_path):
     env = base_env(tmp_path)
     appliance_env = dict(
         env,
-        SMTP_HOST="127.0.0.1",
-        SMTP_25_PORT="auto",
-        SMTP_587_PORT="auto",
-        SMTP_465_PORT="auto",
-        LMTP_PORT="auto",
-        IMAP_PORT="auto",
-        IMAP_SSL_PORT="auto",
+        **MAIL_LISTENERS_AUTO,
         API_PORT="0",
         MAILBOX_API_PORT="0",
     )

@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import have
 from tests.e2e.helpers import stored_messages, stored_raw, wait_for
 from tests.e2e.outbound_peers import (
-    PEER_ACCEPT, PEER_OTHER, SENDER, Dnsmasq, HttpRecorder, SmtpPeer, outbound_appliance, shared_port, slow_answer,
+    PEER_ACCEPT, PEER_OTHER, SENDER, HttpRecorder, dkim_key, dns_fixture, outbound_appliance, peer_fixture, slow_answer,
 )
 
 pytestmark = pytest.mark.skipif(not have("dnsmasq"), reason="dnsmasq (dnsmasq-base) is not installed")
@@ -24,18 +24,8 @@ pytestmark = pytest.mark.skipif(not have("dnsmasq"), reason="dnsmasq (dnsmasq-ba
 FINAL = ("sent", "bounced", "partial")
 
 
-@pytest.fixture(scope="module")
-def dns():
-    server = Dnsmasq()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def peer():
-    server = SmtpPeer([PEER_ACCEPT, PEER_OTHER], shared_port([PEER_ACCEPT, PEER_OTHER]))
-    yield server
-    server.stop()
+dns = dns_fixture(scope="module")
+peer = peer_fixture((PEER_ACCEPT, PEER_OTHER))
 
 
 @pytest.fixture
@@ -325,23 +315,11 @@ def test_remote_size_limit_bounces_without_sending(outbound, peer):
 
 def test_dkim_signature_verifies(outbound, peer, tmp_path):
     keys = tmp_path / "dkim"
-    keys.mkdir()
-    subprocess.run(["openssl", "genrsa", "-out", keys / "example.com.pem", "2048"], check=True, capture_output=True)
-    public = subprocess.run(
-        ["openssl", "rsa", "-in", keys / "example.com.pem", "-pubout", "-outform", "DER"], check=True, capture_output=True
-    ).stdout
-    import base64
-
-    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    dns_txt = dkim_key(keys)
     app = outbound(dkim_key_dir=keys, dkim_selector="sel1")
     final(app, submit(app, ["a@accept.test"], "signed"))
     data = peer.received[0].data
     assert data.startswith(b"DKIM-Signature: ") and b"d=example.com" in data and b"s=sel1" in data
-
-    def dns_txt(name, timeout=5):
-        assert name == b"sel1._domainkey.example.com."
-        return record
-
     assert dkim.verify(data, dnsfunc=dns_txt)
     final(app, submit(app, ["b@accept.test"], "unsigned", sender="other@remote.example"))
     assert not peer.received[1].data.startswith(b"DKIM-Signature"), "no key for remote.example: not signed"

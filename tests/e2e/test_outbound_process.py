@@ -10,7 +10,7 @@ from mailappliance.storage.mongo import Collections
 from mailappliance.storage.queue import enqueue
 from tests.conftest import have
 from tests.e2e.helpers import wait_for
-from tests.e2e.outbound_peers import PEER_ACCEPT, Dnsmasq, SmtpPeer, shared_port
+from tests.e2e.outbound_peers import PEER_ACCEPT, dns_fixture, peer_fixture
 from tests.e2e.test_process import start, stop
 
 pytestmark = pytest.mark.skipif(not have("dnsmasq"), reason="dnsmasq (dnsmasq-base) is not installed")
@@ -20,18 +20,8 @@ CONCURRENCY = 20
 MESSAGE_ID = re.compile(rb"Message-ID: <(\d+)@drain.test>")
 
 
-@pytest.fixture
-def dns():
-    server = Dnsmasq()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def peer():
-    server = SmtpPeer([PEER_ACCEPT], shared_port([PEER_ACCEPT]))
-    yield server
-    server.stop()
+dns = dns_fixture()
+peer = peer_fixture((PEER_ACCEPT,))
 
 
 def runner_env(db_url, dns, peer, lease="10"):

@@ -11,7 +11,7 @@ from gevent.server import StreamServer
 
 from tests.conftest import free_port, have
 from tests.e2e.helpers import stored_messages, stored_raw, wait_for
-from tests.e2e.outbound_peers import PEER_ACCEPT, PEER_OTHER, SENDER, Dnsmasq, SmtpPeer, outbound_appliance, shared_port
+from tests.e2e.outbound_peers import PEER_ACCEPT, PEER_OTHER, SENDER, SmtpPeer, dns_fixture, outbound_appliance, shared_port
 
 pytestmark = pytest.mark.skipif(not have("dnsmasq"), reason="dnsmasq (dnsmasq-base) is not installed")
 
@@ -91,18 +91,8 @@ class ScriptedPeer:
             sock.close()
 
 
-@pytest.fixture(scope="module")
-def dns():
-    server = Dnsmasq()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def dns_two_mx():
-    server = Dnsmasq(TWO_MX)
-    yield server
-    server.stop()
+dns = dns_fixture(scope="module")
+dns_two_mx = dns_fixture(TWO_MX, scope="module")
 
 
 def start(appliance_factory, dns, port, **overrides):

@@ -12,7 +12,7 @@ import pymongo
 import pytest
 
 from tests.conftest import PASSWORD
-from tests.e2e.helpers import RawClient, wait_for
+from tests.e2e.helpers import MAIL_LISTENERS_AUTO, RawClient, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "process-test-key-0123456789"
@@ -23,13 +23,7 @@ def start(tmp_path: Path, **env_overrides) -> tuple[subprocess.Popen, dict]:
     env.update(
         DATA_DIR=str(tmp_path / "data"),
         DOTENV_PATH=str(tmp_path / "no.env"),
-        SMTP_HOST="127.0.0.1",
-        SMTP_25_PORT="auto",
-        SMTP_587_PORT="auto",
-        SMTP_465_PORT="auto",
-        LMTP_PORT="auto",
-        IMAP_PORT="auto",
-        IMAP_SSL_PORT="auto",
+        **MAIL_LISTENERS_AUTO,
         API_PORT="auto",
         MAILBOX_API_PORT="auto",
         MAILBOX_API_KEY=KEY,

@@ -4,7 +4,6 @@ import base64
 import imaplib
 import json
 import re
-import subprocess
 import urllib.error
 import urllib.request
 from email import policy
@@ -16,7 +15,7 @@ from bson import ObjectId
 
 from tests.conftest import PASSWORD
 from tests.e2e.helpers import wait_for
-from tests.e2e.outbound_peers import PEER_ACCEPT, PEER_OTHER, Dnsmasq, SmtpPeer, outbound_appliance, shared_port
+from tests.e2e.outbound_peers import PEER_ACCEPT, PEER_OTHER, dkim_key, dns_fixture, outbound_appliance, peer_fixture
 
 KEY = "test-api-key-0123456789"
 BLOB = bytes(range(256)) * 40 + b"\r\n.\r\nend\x00"  # binary, with an SMTP end-of-data look-alike
@@ -211,27 +210,13 @@ def test_swagger_documents_the_endpoint(app):
 
 
 # ---------------------------------------------------------------------- real delivery
-@pytest.fixture
-def dns():
-    server = Dnsmasq()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def peer():
-    server = SmtpPeer([PEER_ACCEPT, PEER_OTHER], shared_port([PEER_ACCEPT, PEER_OTHER]))
-    yield server
-    server.stop()
+dns = dns_fixture()
+peer = peer_fixture((PEER_ACCEPT, PEER_OTHER))
 
 
 def test_queued_mail_is_delivered_to_the_mx_dkim_signed(appliance_factory, dns, peer, tmp_path):
     keys = tmp_path / "dkim"
-    keys.mkdir()
-    subprocess.run(["openssl", "genrsa", "-out", keys / "example.com.pem", "2048"], check=True, capture_output=True)
-    public = subprocess.run(
-        ["openssl", "rsa", "-in", keys / "example.com.pem", "-pubout", "-outform", "DER"], check=True, capture_output=True
-    ).stdout
+    dns_txt = dkim_key(keys)
     app = outbound_appliance(appliance_factory, dns.servers, peer.port, dkim_key_dir=keys, dkim_selector="sel1")
     status, result = post(app, message(to=["far@accept.test"], bcc=["hidden@accept.test"]))
     assert status == 202 and result["queued"] == ["far@accept.test", "hidden@accept.test"], result
@@ -244,9 +229,4 @@ def test_queued_mail_is_delivered_to_the_mx_dkim_signed(appliance_factory, dns, 
     [attachment] = BytesParser(policy=policy.default).parsebytes(received.data).iter_attachments()
     assert attachment.get_content() == BLOB
     assert received.data.startswith(b"DKIM-Signature: ") and b"d=example.com" in received.data
-
-    def dns_txt(name, timeout=5):
-        assert name == b"sel1._domainkey.example.com."
-        return b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-
     assert dkim.verify(received.data, dnsfunc=dns_txt), "signed like SMTP submission is (RFC 6376)"
